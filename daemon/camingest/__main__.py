@@ -1,0 +1,3 @@
+from camingest.cli import main
+
+raise SystemExit(main())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -190,7 +190,15 @@ class DaemonConfig(Model):
     metrics: MetricsConfig = Field(default_factory=lambda: MetricsConfig())
     supervision: SupervisionConfig = Field(default_factory=lambda: SupervisionConfig())
     logging: LoggingConfig = Field(default_factory=lambda: LoggingConfig())
-    streams: Annotated[tuple[StreamConfig, ...], Field(min_length=1)]
+    defaults: DefaultsConfig = Field(default_factory=lambda: DefaultsConfig())
+    streams: tuple[StreamConfig, ...]
+
+    @field_validator("streams")
+    @classmethod
+    def _some_streams(cls, value: tuple[StreamConfig, ...]) -> tuple[StreamConfig, ...]:
+        if not value:
+            raise ValueError("at least one stream is needed")
+        return value
 
     @model_validator(mode="after")
     def _unique(self) -> DaemonConfig:

@@ -10,7 +10,10 @@ import enum
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from camingest.config import StreamConfig
 
 VERSION = 1
 
@@ -268,7 +271,9 @@ class Release:
     def unpack(cls, buf: bytes) -> Release:
         _check_prefix(buf, RELEASE, Kind.RELEASE)
         _, _, _, status, epoch, slot, seq = RELEASE.unpack(buf)
-        return cls(epoch, slot, seq, ReleaseStatus(status) if status <= 2 else ReleaseStatus.DROPPED)
+        return cls(
+            epoch, slot, seq, ReleaseStatus(status) if status <= 2 else ReleaseStatus.DROPPED
+        )
 
 
 def pack_refuse(code: RefuseCode, reason: str) -> list[bytes]:
@@ -299,7 +304,9 @@ def message_kind(buf: bytes) -> int:
 # RING_HEADER at offset 0; slot i at first_slot_offset + i * slot_stride.
 
 RING_MAGIC = b"CGR1"
-RING_HEADER = struct.Struct("<4sBB2xIIQQQ")  # magic, version, pad, epoch, slots, first, stride, size
+RING_HEADER = struct.Struct(
+    "<4sBB2xIIQQQ"
+)  # magic, version, pad, epoch, slots, first, stride, size
 RING_FIRST_SLOT_OFFSET = 4096
 RING_SLOT_ALIGN = 4096
 
@@ -429,3 +436,33 @@ def _check_prefix(buf: bytes, layout: struct.Struct, kind: Kind) -> None:
         raise ProtocolError(f"expected kind {kind.name}, got {got}")
     if len(buf) != layout.size:
         raise ProtocolError(f"{kind.name} of {len(buf)} bytes, expected {layout.size}")
+
+
+# ---------------------------------------------------------------------------------------------
+# What the supervisor hands to a spawned worker (pickled by multiprocessing's spawn).
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    stream: StreamConfig
+    backend: str  # resolved: pyav, acl or null
+    ingest_endpoints: tuple[str, ...]
+    fanin_endpoint: str
+    command_endpoint: str
+    instance: str
+    parent_pid: int
+    heartbeat_interval_s: float
+    hang_timeout_s: float
+    stop_timeout_s: float
+    log_level: str
+    log_queue: Any  # a multiprocessing queue feeding the parent's log relay, or None
+
+
+class ControlCode(enum.StrEnum):
+    """Error codes of control-socket replies."""
+
+    INVALID_JSON = "invalid_json"
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_COMMAND = "unknown_command"
+    COMMAND_ERROR = "command_error"
+    INTERNAL = "internal"

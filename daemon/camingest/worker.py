@@ -1,0 +1,272 @@
+"""The worker process of one stream: ingest -> (conversion) -> encoder channel -> fan-in.
+
+Started with the spawn method by the supervisor; everything it uses (ZeroMQ context, sockets,
+the ring, the encoder) is created here, in the child.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from collections import deque
+from multiprocessing.synchronize import Event
+
+import zmq
+
+from camingest import protocol as P
+from camingest.avframes import convert
+from camingest.encoders import open_channel
+from camingest.encoders.base import ChannelParams, EncodedPacket, EncoderChannel, RawFrame
+from camingest.errors import DaemonError, EncoderError, ExitCode
+from camingest.ingest import IngestServer
+from camingest.log import RateLimitedLog, configure_child
+
+logger = logging.getLogger(__name__)
+
+CODECS = {"h264": P.Codec.H264, "h265": P.Codec.H265}
+
+
+class PacketSink:
+    """Sends packets and health to the main process. Packets come from the encoder's callback
+    thread, health from the worker loop, so one lock guards the one socket."""
+
+    def __init__(
+        self, context: zmq.Context[zmq.Socket[bytes]], spec: P.WorkerSpec, epoch: int
+    ) -> None:
+        self.spec = spec
+        self.epoch = epoch
+        self.codec = CODECS[spec.stream.encoder.codec.value]
+        self.topic = spec.stream.name.encode()
+        self.packets = 0
+        self.bytes = 0
+        self.keyframes = 0
+        self.dropped = 0
+        self.last_packet = time.monotonic()
+        self.latencies: deque[float] = deque(maxlen=2048)
+        self._lock = threading.Lock()
+        self._sock = context.socket(zmq.PUSH)
+        self._sock.setsockopt(zmq.SNDHWM, 2000)
+        self._sock.setsockopt(zmq.LINGER, int(spec.stop_timeout_s * 1000))
+        self._sock.connect(spec.fanin_endpoint)
+
+    def on_packet(self, packet: EncodedPacket) -> None:
+        now_mono = time.monotonic_ns()
+        flags = P.OUT_KEYFRAME if packet.keyframe else 0
+        with self._lock:
+            header = self._header(flags, packet.seq, packet.timestamp_ns)
+            if self._send([P.FANIN_PACKET, self.topic, header, packet.data]):
+                self.packets += 1
+                self.bytes += len(packet.data)
+                self.keyframes += packet.keyframe
+            self.last_packet = time.monotonic()
+        self.latencies.append((now_mono - packet.submitted_ns) / 1e6)
+
+    def send_eos(self) -> None:
+        with self._lock:
+            self._send([P.FANIN_PACKET, self.topic, self._header(P.OUT_EOS, 0, 0), b""])
+
+    def send_health(self, health: P.WorkerHealth) -> None:
+        with self._lock:
+            self._send([P.FANIN_HEALTH, self.topic, health.pack()])
+
+    def send_fatal(self, reason: str) -> None:
+        with self._lock:
+            self._send([P.FANIN_FATAL, self.topic, reason.encode()])
+
+    def close(self) -> None:
+        self._sock.close()  # lingers up to stop_timeout_s so the last packets and eos get out
+
+    def _header(self, flags: int, frame_seq: int, ts: int) -> bytes:
+        s = self.spec.stream
+        header = P.OutputHeader(
+            self.codec, flags, self.epoch, s.width, s.height, self.packets, frame_seq, ts,
+            time.time_ns(),
+        )  # fmt: skip
+        return header.pack()
+
+    def _send(self, frames: list[bytes]) -> bool:
+        try:
+            self._sock.send_multipart(frames, zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            self.dropped += 1
+            return False
+
+
+class Worker:
+    def __init__(
+        self, spec: P.WorkerSpec, context: zmq.Context[zmq.Socket[bytes]], stop: Event
+    ) -> None:
+        self.spec = spec
+        self.stream = spec.stream
+        self._ctx = context
+        self._stop = stop
+        self._term = False
+        self._force_next = True
+        self._channel: EncoderChannel | None = None
+        self._target: P.PixelFormat | None = None
+        self._encoder_errors = 0
+        self._warn = RateLimitedLog(logger)
+
+    def handle_term(self, signum: int, frame: object) -> None:
+        self._term = True
+
+    def run(self) -> int:
+        epoch = secrets.randbits(32) or 1
+        sink = PacketSink(self._ctx, self.spec, epoch)
+        try:
+            return self._run(sink, epoch)
+        except DaemonError as exc:
+            logger.error("stream %s: %s", self.stream.name, exc)
+            sink.send_fatal(str(exc))
+            return int(exc.exit_code) or ExitCode.FAILURE
+        finally:
+            sink.close()
+
+    def _run(self, sink: PacketSink, epoch: int) -> int:
+        s = self.stream
+        params = ChannelParams(s.name, s.width, s.height, s.pixel_format, s.fps, s.encoder)
+        channel = open_channel(self.spec.backend, params, sink.on_packet, self._on_frame_error)
+        self._channel = channel
+        accepted = channel.input_formats()
+        if s.pixel_format not in accepted:
+            self._target = P.PixelFormat.NV12 if P.PixelFormat.NV12 in accepted else min(accepted)
+        ingest = IngestServer(
+            self._ctx, s, self.spec.ingest_endpoints, self.spec.instance, epoch, self._encode
+        )
+        commands = self._ctx.socket(zmq.SUB)
+        try:
+            ingest.open()
+            commands.setsockopt(zmq.LINGER, 0)
+            commands.setsockopt(zmq.SUBSCRIBE, self.stream.name.encode())
+            commands.connect(self.spec.command_endpoint)
+            logger.info("stream %s: worker %d up (%s %s, epoch %08x)", s.name, os.getpid(),
+                        self.spec.backend, s.encoder.codec.value, epoch)  # fmt: skip
+            self._loop(ingest, commands, sink, epoch)
+        finally:
+            ingest.close()
+            commands.close(linger=0)
+            self._shutdown(channel, sink)
+        return ExitCode.OK
+
+    def _loop(
+        self, ingest: IngestServer, commands: zmq.Socket[bytes], sink: PacketSink, epoch: int
+    ) -> None:
+        poller = zmq.Poller()
+        for sock in ingest.sockets:
+            poller.register(sock, zmq.POLLIN)
+        poller.register(commands, zmq.POLLIN)
+        interval = self.spec.heartbeat_interval_s
+        next_beat = 0.0
+        while not (self._term or self._stop.is_set()):
+            if os.getppid() != self.spec.parent_pid:
+                logger.error("stream %s: the daemon is gone; stopping", self.stream.name)
+                break
+            for sock, _ in poller.poll(timeout=int(min(100, interval * 1000))):
+                if sock is commands:
+                    self._on_command(commands)
+                else:
+                    ingest.handle(sock)
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + interval
+                health = self._health(ingest, sink, epoch, now)
+                if health.healthy:
+                    sink.send_health(health)
+                else:
+                    # Silence is the signal: the supervisor kills a worker that stops beating.
+                    self._warn.warning("stall", "stream %s: %s", self.stream.name, health.detail)
+
+    def _on_command(self, commands: zmq.Socket[bytes]) -> None:
+        while True:
+            try:
+                frames = commands.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) == 2 and frames[1] == P.CMD_KEYFRAME:
+                self._force_next = True
+
+    def _encode(self, frame: RawFrame, force: bool) -> P.ReleaseStatus:
+        assert self._channel is not None
+        force, self._force_next = force or self._force_next, False
+        if self._target is not None:
+            planes = convert(frame.pixel_format, frame.width, frame.height, frame.planes,
+                             self._target)  # fmt: skip
+            frame = RawFrame(self._target, frame.width, frame.height, planes, frame.seq,
+                             frame.timestamp_ns)  # fmt: skip
+        try:
+            self._channel.send_frame(frame, force_idr=force)
+        except EncoderError as exc:
+            self._encoder_errors += 1
+            self._force_next = force  # do not lose a requested keyframe with the failed frame
+            self._warn.warning("send", "stream %s: frame %d refused: %s", self.stream.name,
+                               frame.seq, exc)  # fmt: skip
+            return P.ReleaseStatus.ENCODER_ERROR
+        return P.ReleaseStatus.CONSUMED
+
+    def _on_frame_error(self, seq: int, message: str) -> None:
+        self._encoder_errors += 1
+        self._warn.warning("frame", "stream %s: frame %d failed: %s", self.stream.name, seq,
+                           message)  # fmt: skip
+
+    def _health(
+        self, ingest: IngestServer, sink: PacketSink, epoch: int, now: float
+    ) -> P.WorkerHealth:
+        assert self._channel is not None
+        pending = self._channel.pending()
+        stalled = pending > 0 and now - sink.last_packet > self.spec.hang_timeout_s / 2
+        lat = sorted(sink.latencies)
+        drops = dict(ingest.counters.drops)
+        if self._encoder_errors:
+            drops[P.DropReason.ENCODER_ERROR.value] = self._encoder_errors
+        if sink.dropped:
+            drops["fanin_full"] = sink.dropped
+        return P.WorkerHealth(
+            stream=self.stream.name,
+            pid=os.getpid(),
+            epoch=epoch,
+            healthy=not stalled,
+            frames_in=ingest.counters.frames_in,
+            frames_encoded=sink.packets,
+            packets_out=sink.packets,
+            bytes_out=sink.bytes,
+            keyframes=sink.keyframes,
+            drops=drops,
+            latency_p50_ms=lat[len(lat) // 2] if lat else 0.0,
+            latency_p99_ms=lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0,
+            capture_connected=ingest.connected,
+            detail=f"encoder stalled with {pending} frames pending" if stalled else "",
+        )
+
+    def _shutdown(self, channel: EncoderChannel, sink: PacketSink) -> None:
+        try:
+            channel.send_eos(self.spec.stop_timeout_s)
+        except EncoderError as exc:
+            logger.error("stream %s: %s", self.stream.name, exc)
+        finally:
+            channel.close()
+        sink.send_eos()
+        logger.info("stream %s: worker stopped", self.stream.name)
+
+
+def run_worker(spec: P.WorkerSpec, stop: Event) -> int:
+    """Entry point of the spawned process."""
+    configure_child(spec.log_queue, spec.log_level, spec.stream.name)
+    # Ctrl-C reaches the whole process group; the daemon coordinates the stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    worker = Worker(spec, context, stop)
+    signal.signal(signal.SIGTERM, worker.handle_term)
+    try:
+        return worker.run()
+    finally:
+        context.term()
+
+
+def worker_main(spec: P.WorkerSpec, stop: Event) -> None:
+    """multiprocessing target: the exit code is the process's exit status."""
+    raise SystemExit(run_worker(spec, stop))

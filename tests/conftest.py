@@ -1,0 +1,79 @@
+"""Fixtures: short runtime dirs (ipc paths are limited to 107 bytes), daemons in real
+subprocesses that are always stopped, and a check that no shared memory outlives a test."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import DaemonProc, kill_group, shm_segments, start_daemon
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="cgt-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def stream_cfg(name: str, width: int = 160, height: int = 120, pixel_format: str = "nv12",
+               codec: str = "h264", **extra: Any) -> dict[str, Any]:  # fmt: skip
+    encoder = {"codec": codec, **extra.pop("encoder", {})}
+    return {"name": name, "width": width, "height": height, "pixel_format": pixel_format,
+            "fps": 30, "encoder": encoder, **extra}  # fmt: skip
+
+
+def daemon_cfg(workdir: Path, streams: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "runtime_dir": str(workdir / "run"),
+        "instance": "t" + secrets.token_hex(4),
+        "defaults": {
+            "encoder": {"backend": "pyav", "preset": "ultrafast", "rate_control": "cqp",
+                        "qp": 22, "gop": 30},  # fmt: skip
+        },
+        "supervision": {"heartbeat_interval_s": 0.2, "hang_timeout_s": 3.0,
+                        "backoff_initial_s": 0.2, "stop_timeout_s": 5.0},  # fmt: skip
+        "streams": streams,
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = config[key] | value
+        else:
+            config[key] = value
+    return config
+
+
+@pytest.fixture
+def make_daemon(workdir: Path) -> Iterator[Callable[..., DaemonProc]]:
+    """Start a daemon on a config; at teardown stop it and check it left nothing behind."""
+    started: list[DaemonProc] = []
+
+    def make(streams: list[dict[str, Any]], env: dict[str, str] | None = None,
+             wait: bool = True, **extra: Any) -> DaemonProc:  # fmt: skip
+        config = daemon_cfg(workdir, streams, **extra)
+        daemon = start_daemon(config, workdir, env)
+        started.append(daemon)
+        if wait:
+            daemon.wait_running()
+        return daemon
+
+    yield make
+    for daemon in started:
+        try:
+            daemon.stop()
+        finally:
+            kill_group(daemon.proc)
+        left = shm_segments(daemon.config["instance"])
+        assert not left, f"shared memory left behind: {left}\n{daemon.log()}"
+        sockets = list(daemon.runtime_dir.rglob("*.sock")) if daemon.runtime_dir.exists() else []
+        assert not sockets, f"socket files left behind: {sockets}"
+
+
+@pytest.fixture
+def stream() -> Callable[..., dict[str, Any]]:
+    return stream_cfg

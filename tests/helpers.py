@@ -1,0 +1,205 @@
+"""Shared test helpers: deadlines, test patterns, decoding Annex-B, PSNR, a daemon runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import yaml
+
+from camingest.avframes import convert, from_av_frame
+from camingest.control import call
+from camingest.errors import ControlError
+from camingest.protocol import PixelFormat, plane_layout
+
+REPO = Path(__file__).resolve().parent.parent
+ACL_SIM = REPO / "tests" / "acl_sim"
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+# -- test pattern ------------------------------------------------------------------------------
+
+
+def pattern_planes(fmt: PixelFormat, width: int, height: int, i: int) -> tuple[np.ndarray, ...]:
+    """Frame `i` of a moving test pattern in `fmt`: smooth gradients plus a moving box, so an
+    encoder at a sane bitrate reaches a high PSNR and consecutive frames differ."""
+    y, x = np.mgrid[0:height, 0:width]
+    luma = ((x * 2 + y + i * 4) % 200 + 28).astype(np.uint8)
+    bx, by = (i * 5) % max(1, width - 24), (i * 3) % max(1, height - 24)
+    luma[by : by + 24, bx : bx + 24] = 235
+    cy, cx = np.mgrid[0 : (height + 1) // 2, 0 : (width + 1) // 2]
+    u = ((cx + i) % 64 + 96).astype(np.uint8)
+    v = ((cy * 2 + i) % 64 + 96).astype(np.uint8)
+    i420 = (luma, u, v)
+    if fmt is PixelFormat.I420:
+        return i420
+    return convert(PixelFormat.I420, width, height, i420, fmt)
+
+
+def packed(planes: Iterable[np.ndarray]) -> np.ndarray:
+    return np.concatenate([p.reshape(-1) for p in planes])
+
+
+def as_capture_array(fmt: PixelFormat, width: int, height: int, planes: tuple[np.ndarray, ...]):
+    from camingest.capture import packed_shape
+
+    return packed(planes).reshape(packed_shape(fmt, width, height))
+
+
+def luma_of(fmt: PixelFormat, width: int, height: int, planes: tuple[np.ndarray, ...]) -> np.ndarray:
+    """The Y plane the encoder sees for a frame sent in `fmt` (converted like the worker does)."""
+    if fmt in (PixelFormat.NV12, PixelFormat.NV21, PixelFormat.I420):
+        return planes[0]
+    return convert(fmt, width, height, planes, PixelFormat.I420)[0]
+
+
+# -- decoding ----------------------------------------------------------------------------------
+
+
+def decode_annexb(data: bytes, codec: str) -> list[np.ndarray]:
+    """Decode an Annex-B byte stream with FFmpeg; returns each frame's Y plane in order."""
+    ctx = av.CodecContext.create("hevc" if codec in ("h265", "hevc") else "h264", "r")
+    frames = []
+    for packet in [*ctx.parse(data), *ctx.parse(None), None]:
+        for frame in ctx.decode(packet):
+            frames.append(from_av_frame(frame.reformat(format="yuv420p"), PixelFormat.I420)[0])
+    return frames
+
+
+def decode_file(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [
+            from_av_frame(f.reformat(format="yuv420p"), PixelFormat.I420)[0]
+            for f in container.decode(video=0)
+        ]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+# -- a daemon in a subprocess ------------------------------------------------------------------
+
+
+@dataclass
+class DaemonProc:
+    config_path: Path
+    config: dict[str, Any]
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def runtime_dir(self) -> Path:
+        return Path(self.config["runtime_dir"])
+
+    @property
+    def control(self) -> Path:
+        return self.runtime_dir / "control.sock"
+
+    @property
+    def out(self) -> str:
+        return f"ipc://{self.runtime_dir}/out.sock"
+
+    def ingest(self, stream: str) -> str:
+        return f"ipc://{self.runtime_dir}/ingest/{stream}.sock"
+
+    def stream(self, name: str) -> dict[str, Any]:
+        return next(s for s in self.config["streams"] if s["name"] == name)
+
+    def status(self) -> dict[str, Any]:
+        return call(self.control, "status", timeout_s=5.0)
+
+    def stream_status(self, name: str) -> dict[str, Any]:
+        return next(s for s in self.status()["streams"] if s["name"] == name)
+
+    def wait_running(self, timeout: float = 30.0) -> None:
+        def running() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                return all(s["state"] == "running" for s in self.status()["streams"])
+            except ControlError:
+                return False
+
+        wait_until(running, timeout, "all streams running")
+
+    def wait_subscribers(self, name: str, n: int = 1, timeout: float = 10.0) -> None:
+        wait_until(lambda: (self.stream_status(name)["subscribers"] or 0) >= n, timeout,
+                   f"{n} subscriber(s) of {name}")  # fmt: skip
+
+    def worker_pid(self, name: str) -> int:
+        return int(self.stream_status(name)["pid"])
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+                raise AssertionError(f"daemon did not stop within {timeout} s:\n{self.log()}")
+        return self.proc.returncode
+
+
+def write_config(path: Path, config: dict[str, Any]) -> None:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def start_daemon(config: dict[str, Any], workdir: Path, env: dict[str, str] | None = None,
+                 extra_args: Iterable[str] = ()) -> DaemonProc:  # fmt: skip
+    config_path = workdir / "camingest.yaml"
+    write_config(config_path, config)
+    log_path = workdir / "daemon.log"
+    full_env = os.environ | {"PYTHONUNBUFFERED": "1"} | (env or {})
+    full_env.pop("NOTIFY_SOCKET", None) if env is None or "NOTIFY_SOCKET" not in env else None
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "camingest", "run", "-c", str(config_path),
+             "--log-target", "stderr", *extra_args],
+            stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
+        )  # fmt: skip
+    return DaemonProc(config_path, config, proc, log_path, full_env)
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Make sure nothing of a test's daemon outlives the test."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(5)
+
+
+def shm_segments(instance: str) -> list[str]:
+    return sorted(p.name for p in Path("/dev/shm").glob(f"camingest.{instance}.*"))
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=1, default=str)

@@ -33,11 +33,20 @@ def daemon_cfg(workdir: Path, streams: list[dict[str, Any]], **extra: Any) -> di
         "runtime_dir": str(workdir / "run"),
         "instance": "t" + secrets.token_hex(4),
         "defaults": {
-            "encoder": {"backend": "pyav", "preset": "ultrafast", "rate_control": "cqp",
-                        "qp": 22, "gop": 30},  # fmt: skip
+            "encoder": {
+                "backend": "pyav",
+                "preset": "ultrafast",
+                "rate_control": "cqp",
+                "qp": 22,
+                "gop": 30,
+            },  # fmt: skip
         },
-        "supervision": {"heartbeat_interval_s": 0.2, "hang_timeout_s": 3.0,
-                        "backoff_initial_s": 0.2, "stop_timeout_s": 5.0},  # fmt: skip
+        "supervision": {
+            "heartbeat_interval_s": 0.2,
+            "hang_timeout_s": 3.0,
+            "backoff_initial_s": 0.2,
+            "stop_timeout_s": 5.0,
+        },  # fmt: skip
         "streams": streams,
     }
     for key, value in extra.items():

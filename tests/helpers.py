@@ -20,7 +20,7 @@ import yaml
 from camingest.avframes import convert, from_av_frame
 from camingest.control import call
 from camingest.errors import ControlError
-from camingest.protocol import PixelFormat, plane_layout
+from camingest.protocol import PixelFormat, packed_shape
 
 REPO = Path(__file__).resolve().parent.parent
 ACL_SIM = REPO / "tests" / "acl_sim"
@@ -61,12 +61,12 @@ def packed(planes: Iterable[np.ndarray]) -> np.ndarray:
 
 
 def as_capture_array(fmt: PixelFormat, width: int, height: int, planes: tuple[np.ndarray, ...]):
-    from camingest.capture import packed_shape
-
     return packed(planes).reshape(packed_shape(fmt, width, height))
 
 
-def luma_of(fmt: PixelFormat, width: int, height: int, planes: tuple[np.ndarray, ...]) -> np.ndarray:
+def luma_of(
+    fmt: PixelFormat, width: int, height: int, planes: tuple[np.ndarray, ...]
+) -> np.ndarray:
     """The Y plane the encoder sees for a frame sent in `fmt` (converted like the worker does)."""
     if fmt in (PixelFormat.NV12, PixelFormat.NV21, PixelFormat.I420):
         return planes[0]
@@ -163,7 +163,8 @@ class DaemonProc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-                raise AssertionError(f"daemon did not stop within {timeout} s:\n{self.log()}")
+                log = self.log()
+                raise AssertionError(f"daemon did not stop within {timeout} s:\n{log}") from None
         return self.proc.returncode
 
 

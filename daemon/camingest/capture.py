@@ -33,16 +33,6 @@ STALL_S = 2.0
 HELLO_RETRY_S = 0.5
 
 
-def packed_shape(fmt: P.PixelFormat, width: int, height: int) -> tuple[int, ...]:
-    """The shape of one whole frame as a single array, in the packed layout of the ring."""
-    if fmt in (P.PixelFormat.NV12, P.PixelFormat.NV21, P.PixelFormat.I420):
-        return (height * 3 // 2, width)
-    channels = {P.PixelFormat.GRAY: 0, P.PixelFormat.YUYV422: 2}.get(fmt)
-    if channels is None:
-        channels = 3 if fmt in (P.PixelFormat.BGR24, P.PixelFormat.RGB24) else 4
-    return (height, width, channels) if channels else (height, width)
-
-
 class CaptureClient:
     def __init__(
         self,
@@ -292,7 +282,7 @@ class CaptureClient:
     # -- validation ------------------------------------------------------------------------
 
     def _check(self, frame: Frame) -> list[npt.NDArray[np.uint8]]:
-        want = packed_shape(self.pixel_format, self.width, self.height)
+        want = P.packed_shape(self.pixel_format, self.width, self.height)
         plane_shapes = [(p.rows, p.row_bytes) for p in self.layout]
         expected = (
             f"stream {self.stream} takes {self.pixel_format.value} {self.width}x{self.height}: "

@@ -97,6 +97,22 @@ def frame_size(fmt: PixelFormat, width: int, height: int) -> int:
     return sum(p.size for p in plane_layout(fmt, width, height))
 
 
+_CHANNELS = {PixelFormat.YUYV422: 2, PixelFormat.BGR24: 3, PixelFormat.RGB24: 3,
+             PixelFormat.BGRA: 4, PixelFormat.RGBA: 4}  # fmt: skip
+
+
+def packed_shape(fmt: PixelFormat, width: int, height: int) -> tuple[int, ...]:
+    """The numpy shape of one whole frame in the packed layout (what CaptureClient.send takes):
+    (h*3/2, w) for the 4:2:0 formats, (h, w, channels) for packed ones, (h, w) for gray."""
+    if fmt in (PixelFormat.NV12, PixelFormat.NV21, PixelFormat.I420):
+        if width % 2 or height % 2:
+            return (frame_size(fmt, width, height),)  # odd sizes do not fold into rows
+        return (height * 3 // 2, width)
+    if fmt is PixelFormat.GRAY:
+        return (height, width)
+    return (height, width, _CHANNELS[fmt])
+
+
 # ---------------------------------------------------------------------------------------------
 # Ingest socket (capture DEALER <-> worker ROUTER). Every message's first frame starts with
 # PREFIX: magic, version, kind.

@@ -11,11 +11,10 @@ import av
 import numpy as np
 import pytest
 
-from camingest.protocol import FFMPEG_NAMES, PixelFormat, frame_size
+from camingest.protocol import FFMPEG_NAMES, PixelFormat, frame_size, packed_shape
 from camingest.sources import (
     frame_to_packed,
     open_source,
-    packed_shape,
     packed_to_frame,
 )
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from systemd.journal import JournalHandler
 
 from camingest.log import (
     LogRelay,
@@ -79,12 +80,12 @@ def test_child_records_reach_the_relay_with_stream(spawn_ctx: SpawnContext) -> N
     assert len(handler.records) == 3, messages
     hello, explicit, failed = handler.records
     assert re.fullmatch(r"hello from \d+", hello.getMessage())
-    assert hello.STREAM == "cam7"
+    assert vars(hello)["STREAM"] == "cam7"
     assert hello.name == "camingest.worker"
     assert hello.levelno == logging.INFO
     assert hello.process != os.getpid()
-    assert explicit.STREAM == "other"
-    assert failed.STREAM == "cam7"
+    assert vars(explicit)["STREAM"] == "other"
+    assert vars(failed)["STREAM"] == "cam7"
     assert "RuntimeError: boom" in failed.getMessage()  # traceback formatted in the child
 
 
@@ -123,6 +124,13 @@ def test_under_systemd_stderr_has_no_timestamps() -> None:
     handler = make_handler("stderr", {"INVOCATION_ID": "abc"})
     record = logging.LogRecord("n", logging.INFO, __file__, 1, "m", None, None)
     assert handler.format(record) == "INFO n m"
+
+
+def test_auto_target_is_stderr_unless_stderr_is_the_journal() -> None:
+    # JOURNAL_STREAM inherited by a shell whose stderr is elsewhere: still stderr.
+    handler = make_handler("auto", {"JOURNAL_STREAM": "1:2"})
+    assert isinstance(handler, logging.StreamHandler)
+    assert isinstance(make_handler("journal", {}), JournalHandler)
 
 
 def test_journal_handler_sends_stream_field() -> None:
@@ -209,7 +217,7 @@ def test_rate_limited_flush_reports_a_storm_that_stopped(caplog: pytest.LogCaptu
     clock.now += 5.0
     limited.flush(extra={"STREAM": "cam0"})
     assert [r.getMessage() for r in caplog.records] == ["no slot", "cam0: … (3 more suppressed)"]
-    assert caplog.records[1].STREAM == "cam0"
+    assert vars(caplog.records[1])["STREAM"] == "cam0"
     limited.flush()
     assert len(caplog.records) == 2  # reported once
 

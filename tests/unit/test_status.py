@@ -34,7 +34,8 @@ def status(*streams: dict[str, Any], state: str = "running") -> dict[str, Any]:
         },
         "streams": list(streams),
     }
-    return json.loads(json.dumps(doc))  # what the CLI gets back from the control socket
+    decoded: dict[str, Any] = json.loads(json.dumps(doc))  # as the CLI gets it from the socket
+    return decoded
 
 
 HEALTHY = [

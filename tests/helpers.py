@@ -204,3 +204,95 @@ def shm_segments(instance: str) -> list[str]:
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=1, default=str)
+
+
+class Feeder:
+    """Feeds one stream from a thread at about `fps` until stopped; remembers the Y plane of
+    every frame it handed over, by the capture's sequence number."""
+
+    def __init__(self, daemon: DaemonProc, name: str, fps: float = 60.0) -> None:
+        import threading
+
+        self.daemon, self.name, self.fps = daemon, name, fps
+        self.sent: dict[int, np.ndarray] = {}
+        self.dropped = 0
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Feeder:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        from camingest.capture import CaptureClient
+
+        s = self.daemon.stream(self.name)
+        fmt, w, h = PixelFormat(s["pixel_format"]), s["width"], s["height"]
+        try:
+            cap = CaptureClient(self.daemon.ingest(self.name), self.name, w, h, fmt)
+            cap.connect(10)
+            i = 0
+            while not self._stop.is_set():
+                planes = pattern_planes(fmt, w, h, i)
+                if cap.send(as_capture_array(fmt, w, h, planes)):
+                    self.sent[cap._seq] = luma_of(fmt, w, h, planes)
+                else:
+                    self.dropped += 1
+                i += 1
+                time.sleep(1 / self.fps)
+            cap.close()
+        except BaseException as exc:
+            self.error = exc
+
+
+class Collector:
+    """Subscribes from a thread and keeps every packet it yields, per stream."""
+
+    def __init__(self, endpoint: str, streams: list[str]) -> None:
+        import threading
+
+        self.endpoint, self.streams = endpoint, streams
+        self.packets: dict[str, list[Any]] = {s: [] for s in streams}
+        self.eos: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._ready = threading.Event()
+
+    def start(self) -> Collector:
+        self._thread.start()
+        self._ready.wait(5)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        from camingest.subscribe import Subscriber
+
+        with Subscriber([self.endpoint], self.streams) as sub:
+            self._ready.set()
+            while not self._stop.is_set():
+                p = sub.recv(0.1)
+                if p is None:
+                    continue
+                if p.header.eos:
+                    self.eos.add(p.stream)
+                else:
+                    self.packets[p.stream].append(p)
+
+
+def check_decodes(packets: list[Any], sent: dict[int, np.ndarray], codec: str) -> list[float]:
+    """Decode the packets as one stream; every packet gives one picture matching its source."""
+    decoded = decode_annexb(b"".join(p.data for p in packets), codec)
+    assert len(decoded) == len(packets), f"{len(decoded)} pictures from {len(packets)} packets"
+    scores = [psnr(pic, sent[p.header.frame_seq]) for pic, p in zip(decoded, packets, strict=True)]
+    assert min(scores) > 30.0, f"PSNR down to {min(scores):.1f} dB"
+    return scores

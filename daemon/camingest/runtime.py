@@ -157,7 +157,7 @@ class Daemon:
             self._pump(TICK_S)
             now = time.monotonic()
             self._supervisor.tick(now)
-            if not self._ready and self._supervisor.all_running():
+            if not self._ready and self._supervisor.all_up():
                 self._ready = True
                 self.notifier.ready()
                 logger.info("all %d streams running", len(self._supervisor.slots))

@@ -226,8 +226,9 @@ class Supervisor:
 
     # -- queries ---------------------------------------------------------------------------
 
-    def all_running(self) -> bool:
-        return all(s.state is StreamState.RUNNING for s in self.slots.values())
+    def all_up(self) -> bool:
+        """Every stream running, or given up on (a failed camera must not hold READY back)."""
+        return all(s.state in (StreamState.RUNNING, StreamState.FAILED) for s in self.slots.values())
 
     def healthy(self, now: float | None = None) -> bool:
         """True while every stream is running and beating, or deliberately failed."""

@@ -55,12 +55,23 @@ class Sink:
         self.errors.append((seq, message))
 
 
-def make_params(codec: str = "h264", profile: str | None = "high", width: int = 160,
-                height: int = 120, fmt: PixelFormat = PixelFormat.NV12,
-                **enc: Any) -> ChannelParams:  # fmt: skip
+def make_params(
+    codec: str = "h264",
+    profile: str | None = "high",
+    width: int = 160,
+    height: int = 120,
+    fmt: PixelFormat = PixelFormat.NV12,
+    **enc: Any,
+) -> ChannelParams:
     encoder = EncoderConfig.model_validate(
-        {"backend": "acl", "codec": codec, "profile": profile, "gop": 30, "bitrate_kbps": 3000,
-         **enc}  # fmt: skip
+        {
+            "backend": "acl",
+            "codec": codec,
+            "profile": profile,
+            "gop": 30,
+            "bitrate_kbps": 3000,
+            **enc,
+        }  # fmt: skip
     )
     return ChannelParams("cam0", width, height, fmt, 30.0, encoder)
 
@@ -108,17 +119,24 @@ def planes_of(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 CASES = [
     ("h264", "high", 160, 120, PixelFormat.NV12, 0),
-    ("h265", "main", 176, 144, PixelFormat.NV21, 0),
-    ("h264", "baseline", 176, 144, PixelFormat.NV21, 1),  # ACL_HOST run mode: other copy kinds
+    ("h265", "main", 168, 144, PixelFormat.NV21, 0),
+    ("h264", "baseline", 180, 136, PixelFormat.NV21, 1),  # ACL_HOST run mode: other copy kinds
     ("h265", "main", 160, 120, PixelFormat.NV12, 1),
 ]
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(("codec", "profile", "width", "height", "fmt", "run_mode"), CASES)
-def test_encodes_every_frame_in_order(acl: ModuleType, monkeypatch: pytest.MonkeyPatch,
-                                      codec: str, profile: str, width: int, height: int,
-                                      fmt: PixelFormat, run_mode: int) -> None:  # fmt: skip
+def test_encodes_every_frame_in_order(
+    acl: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+    codec: str,
+    profile: str,
+    width: int,
+    height: int,
+    fmt: PixelFormat,
+    run_mode: int,
+) -> None:
     monkeypatch.setenv("ACL_SIM_RUN_MODE", str(run_mode))
     n, forced = 30, 11
     sink = Sink()
@@ -154,8 +172,9 @@ def test_encodes_every_frame_in_order(acl: ModuleType, monkeypatch: pytest.Monke
 
 
 @pytest.mark.timeout(60)
-def test_refused_creation_names_code_and_dmesg(acl: ModuleType,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_refused_creation_names_code_and_dmesg(
+    acl: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ACL_SIM_FAIL_CREATE", "1")
     sink = Sink()
     ch = AclChannel(make_params(), sink.on_packet, sink.on_error, acl=acl)
@@ -170,8 +189,9 @@ def test_refused_creation_names_code_and_dmesg(acl: ModuleType,
 
 
 @pytest.mark.timeout(60)
-def test_bad_ret_code_reports_that_frame_only(acl: ModuleType,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_bad_ret_code_reports_that_frame_only(
+    acl: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ACL_SIM_BAD_RET_AT", "4")  # the 4th frame sent: seq 103
     sink = Sink()
     ch = AclChannel(make_params(), sink.on_packet, sink.on_error, acl=acl)
@@ -227,8 +247,9 @@ def test_failed_frame_then_close_leaves_nothing(acl: ModuleType) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_hung_encoder_bounded_eos_and_clean_close(acl: ModuleType,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_hung_encoder_bounded_eos_and_clean_close(
+    acl: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ACL_SIM_HANG_AT", "2")
     sink = Sink()
     ch = AclChannel(make_params(), sink.on_packet, sink.on_error, acl=acl)
@@ -247,8 +268,9 @@ def test_hung_encoder_bounded_eos_and_clean_close(acl: ModuleType,
 
 
 @pytest.mark.timeout(60)
-def test_uses_soc_limits_reported_by_pyacl(acl: ModuleType,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_uses_soc_limits_reported_by_pyacl(
+    acl: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ACL_SIM_SOC", "Ascend310")
     params = make_params(bitrate_kbps=40000)  # fine on 310B, beyond 310's 30000 kbit/s
     ch = AclChannel(params, Sink().on_packet, Sink().on_error, acl=acl)

@@ -338,7 +338,6 @@ def test_preflight_resolves_auto(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(problems) == 1
     assert problems[0].startswith("streams[1]")
     assert "cqp" in problems[0]
-    assert problems[0].endswith("(backend auto chose acl here)")
 
 
 def test_preflight_checks_acl_product_limits() -> None:

@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -95,6 +96,10 @@ class IngestServer:
         for sock in self.sockets:
             sock.close(linger=0)
         self.sockets = []
+        # libzmq leaves ipc socket files behind; a stream removed by a reload must not.
+        for ep in self.endpoints:
+            if ep.startswith("ipc://"):
+                Path(ep[6:]).unlink(missing_ok=True)
 
     # -- messages --------------------------------------------------------------------------
 

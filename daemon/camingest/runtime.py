@@ -26,6 +26,7 @@ from camingest.control import ControlServer
 from camingest.errors import ConfigError, ResourceError
 from camingest.metrics import Metrics
 from camingest.output import Output
+from camingest.preflight import preflight
 from camingest.sdnotify import Notifier
 from camingest.shm import instance_id, ring_prefix, sweep
 from camingest.signals import SignalQueue
@@ -70,6 +71,9 @@ class Daemon:
     def run(self) -> int:
         with ExitStack() as stack:
             stack.enter_context(self.signals)
+            problems = preflight(self.config)
+            if problems:
+                raise ConfigError(problems)
             self._prepare_runtime_dir(stack)
             ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
             self._ctx = ctx
@@ -209,6 +213,9 @@ class Daemon:
         try:
             new = load_config(self.config_path)
             self._check_reloadable(new)
+            problems = preflight(new)
+            if problems:
+                raise ConfigError(problems)
         except ConfigError:
             self.notifier.ready()
             raise

@@ -39,6 +39,9 @@ def acl(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     yield sim
     if sim.state.STATE.initialized:  # a test that failed half-way: do not poison the next one
         sim.finalize()
+    # Forget the module, so that nothing after this test finds a pyACL (encoders/auto.py).
+    for name in [m for m in sys.modules if m == "acl" or m.startswith("acl.")]:
+        monkeypatch.delitem(sys.modules, name)
 
 
 class Sink:
@@ -283,3 +286,31 @@ def test_uses_soc_limits_reported_by_pyacl(
 def test_sim_is_importable_as_acl(acl: ModuleType) -> None:
     assert acl.__file__ is not None and acl.__file__.startswith(SIM_PATH)
     assert SIM_PATH in sys.path
+
+
+def test_acl_problems_by_soc() -> None:
+    from camingest.config import StreamConfig
+    from camingest.encoders.acl_limits import acl_problems, soc_from_name
+
+    assert [soc_from_name(n) for n in ("Ascend310B4", "Ascend310P3", "Ascend310", "x")] == [
+        "310B", "310P", "310", "310B",
+    ]  # fmt: skip
+    ok = StreamConfig.model_validate({"name": "cam0", "width": 1920, "height": 1080})
+    assert acl_problems(ok, None) == []
+    big = StreamConfig.model_validate(
+        {
+            "name": "cam0",
+            "width": 3840,
+            "height": 2160,
+            "fps": 200,
+            "encoder": {"rate_control": "cqp", "bitrate_kbps": 50000},
+        }  # fmt: skip
+    )
+    assert acl_problems(big, "310B") == [
+        "rate_control cqp is not offered by Ascend VENC V1; use cbr or vbr"
+    ]
+    problems = " | ".join(acl_problems(big, "310"))
+    for text in ("width 3840", "height 2160", "fps 200", "bitrate_kbps 50000", "cqp"):
+        assert text in problems
+    h264_area = StreamConfig.model_validate({"name": "cam0", "width": 4096, "height": 4096})
+    assert "area" in " ".join(acl_problems(h264_area, "310P"))

@@ -54,5 +54,6 @@ def finalize() -> int:
     return codes.SUCCESS if report["clean"] else codes.FAILURE
 
 
-def get_soc_name() -> str:
-    return STATE.faults.soc if STATE.initialized else ""
+def get_soc_name() -> str | None:
+    """The chip's name ("Ascend310B4"); None when it cannot be read, as pyACL documents."""
+    return STATE.faults.soc if STATE.initialized else None

@@ -258,3 +258,7 @@ def _summary(name: str, stats: dict[str, int], sent: int, elapsed: float) -> int
         f"{stats.get('dropped', 0)} dropped, in {elapsed:.1f} s"
     )
     return ExitCode.OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -235,3 +235,7 @@ def _record(
         f"{recorder.duration_s:.2f} s -> {out}"
     )
     return ExitCode.OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

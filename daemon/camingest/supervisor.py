@@ -54,7 +54,8 @@ class StreamSlot:
     restarts: int = 0
     crashes: deque[float] = field(default_factory=deque)
     health: P.WorkerHealth | None = None
-    detail: str = ""
+    detail: str = ""  # the last error, shown in status until the stream runs again
+    fatal: str = ""  # what the current worker said before exiting with an error
 
 
 class Supervisor:
@@ -96,6 +97,7 @@ class Supervisor:
         slot.state = StreamState.STARTING
         slot.started_at = time.monotonic()
         slot.health = None
+        slot.fatal = ""
         logger.info("stream %s: worker started, pid %s", name, proc.pid, extra={"STREAM": name})
 
     def stop(self, names: Iterable[str] | None = None, timeout_s: float | None = None) -> None:
@@ -160,8 +162,8 @@ class Supervisor:
         if not proc.is_alive():
             code = proc.exitcode
             reason = f"worker exited with {_describe_exit(code)}"
-            if slot.detail and code not in (0, None):
-                reason += f": {slot.detail}"
+            if slot.fatal:
+                reason += f": {slot.fatal}"
             self._crashed(slot, now, reason)
             return
         if slot.state is StreamState.STARTING:
@@ -222,13 +224,15 @@ class Supervisor:
     def on_fatal(self, stream: str, reason: str) -> None:
         slot = self.slots.get(stream)
         if slot is not None:
-            slot.detail = reason
+            slot.fatal = reason
 
     # -- queries ---------------------------------------------------------------------------
 
     def all_up(self) -> bool:
         """Every stream running, or given up on (a failed camera must not hold READY back)."""
-        return all(s.state in (StreamState.RUNNING, StreamState.FAILED) for s in self.slots.values())
+        return all(
+            s.state in (StreamState.RUNNING, StreamState.FAILED) for s in self.slots.values()
+        )
 
     def healthy(self, now: float | None = None) -> bool:
         """True while every stream is running and beating, or deliberately failed."""

@@ -24,6 +24,8 @@ from camingest.encoders.base import ChannelParams, EncodedPacket, RawFrame
 from camingest.errors import EncoderError
 from camingest.protocol import PixelFormat
 
+pytestmark = pytest.mark.timeout(60)
+
 SIM_PATH = str(Path(__file__).resolve().parents[1] / "acl_sim")
 SIM_ENV = ("ACL_SIM_FAIL_CREATE", "ACL_SIM_BAD_RET_AT", "ACL_SIM_HANG_AT", "ACL_SIM_SOC",
            "ACL_SIM_RUN_MODE", "ACL_SIM_LEAK_REPORT")  # fmt: skip
@@ -214,6 +216,26 @@ def test_bad_ret_code_reports_that_frame_only(
     assert report is not None and report["clean"], report
 
 
+def test_a_raising_packet_callback_does_not_stop_the_channel(acl: ModuleType) -> None:
+    sink = Sink()
+
+    def on_packet(packet: EncodedPacket) -> None:
+        sink.on_packet(packet)
+        if packet.seq == 101:
+            raise ValueError("subscriber bug")  # pyACL would swallow it without a word
+
+    ch = AclChannel(make_params(), on_packet, sink.on_error, acl=acl)
+    ch.open()
+    try:
+        for i in range(6):
+            ch.send_frame(raw_frame(PixelFormat.NV12, 160, 120, i))
+        ch.send_eos(10.0)
+    finally:
+        ch.close()
+    assert [p.seq for p in sink.packets] == [100 + i for i in range(6)]
+    assert ch.pending() == 0
+
+
 @pytest.mark.timeout(60)
 def test_cqp_refused_before_touching_the_device(acl: ModuleType) -> None:
     ch = AclChannel(make_params(rate_control="cqp"), Sink().on_packet, Sink().on_error, acl=acl)
@@ -266,6 +288,27 @@ def test_hung_encoder_bounded_eos_and_clean_close(
     finally:
         ch.close()
     assert [p.seq for p in sink.packets] == [100]
+    report = acl.sim.last_report()
+    assert report is not None and report["clean"], report
+
+
+@pytest.mark.timeout(60)
+def test_send_waits_for_a_buffer_but_not_forever(
+    acl: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ACL_SIM_HANG_AT", "2")  # frames 2.. keep their input buffers
+    sink = Sink()
+    ch = AclChannel(make_params(), sink.on_packet, sink.on_error, acl=acl)
+    ch.buffer_wait_s = 0.2
+    ch.open()
+    try:
+        for i in range(5):  # frame 1 comes back; 2..5 hold all four buffers
+            ch.send_frame(raw_frame(PixelFormat.NV12, 160, 120, i))
+        with pytest.raises(EncoderError, match="no DVPP input buffer came back"):
+            ch.send_frame(raw_frame(PixelFormat.NV12, 160, 120, 5))
+        assert ch.pending() == 4
+    finally:
+        ch.close()
     report = acl.sim.last_report()
     assert report is not None and report["clean"], report
 

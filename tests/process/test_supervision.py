@@ -73,9 +73,7 @@ def test_stopped_worker_is_detected_and_replaced(make_daemon, stream):
 
 
 @pytest.mark.timeout(90)
-def test_always_failing_encoder_is_marked_failed_and_the_other_stream_goes_on(
-    make_daemon, stream
-):
+def test_always_failing_encoder_is_marked_failed_and_the_other_stream_goes_on(make_daemon, stream):
     bad = stream("bad", encoder={"tune": "nosuchtune"})
     daemon = make_daemon([bad, stream("cam0")], wait=False,
                          supervision={"max_restarts": 2, "backoff_initial_s": 0.1})  # fmt: skip
@@ -125,9 +123,7 @@ def test_sigterm_flushes_sends_eos_and_exits_cleanly(make_daemon, stream):
 
 
 @pytest.mark.timeout(150)
-def test_reload_adds_removes_changes_and_leaves_an_unchanged_stream_alone(
-    make_daemon, stream
-):
+def test_reload_adds_removes_changes_and_leaves_an_unchanged_stream_alone(make_daemon, stream):
     streams = [stream("keep"), stream("change"), stream("drop")]
     daemon = make_daemon(streams)
     pids = {n: daemon.worker_pid(n) for n in ("keep", "change")}
@@ -167,3 +163,60 @@ def test_reload_adds_removes_changes_and_leaves_an_unchanged_stream_alone(
     assert [p.header.frame_seq for p in keep] == sorted(feed.sent)
     assert len({p.header.epoch for p in keep}) == 1
     check_decodes(keep, feed.sent, "h264")
+
+
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@pytest.mark.timeout(120)
+def test_restarts_leak_no_file_descriptors(make_daemon, stream):
+    daemon = make_daemon([stream("cam0")])
+    feed = Feeder(daemon, "cam0", fps=30).start()
+    wait_until(lambda: daemon.stream_status("cam0")["frames_in"] > 5, 15, "frames")
+    base = _fds(daemon.proc.pid)
+    for n in range(1, 4):
+        os.kill(daemon.worker_pid("cam0"), signal.SIGKILL)
+        wait_until(lambda n=n: daemon.stream_status("cam0")["restarts"] == n, 15, "a restart")
+        daemon.wait_running()
+    feed.stop()
+    # The capture kept going through three restarts without being restarted itself.
+    assert len(feed.sent) > 0
+    assert _fds(daemon.proc.pid) <= base
+
+
+@pytest.mark.timeout(90)
+def test_a_subscriber_that_never_reads_slows_no_one(make_daemon, stream):
+    """A stalled subscriber loses its own messages at its high-water mark (the client counts
+    the gap when it reads again); the encoder and a healthy subscriber lose nothing."""
+    from camingest.subscribe import Subscriber
+
+    daemon = make_daemon([stream("cam0", 320, 240)], output={"sndhwm": 5})
+    stalled = Subscriber([daemon.out], ["cam0"], rcvhwm=5, control_path=str(daemon.control))
+    try:
+        col = Collector(daemon.out, ["cam0"]).start()
+        daemon.wait_subscribers("cam0", 2)
+        first = Feeder(daemon, "cam0", fps=100).start()
+        wait_until(lambda: len(first.sent) >= 150, 30, "frames sent")
+        first.stop()
+        queued = []
+        while (p := stalled.recv(0.5)) is not None:
+            queued.append(p)
+        assert len(queued) < len(first.sent)  # it lost its own messages ...
+        second = Feeder(daemon, "cam0", fps=100).start()  # a new capture session
+        wait_until(lambda: len(second.sent) >= 60, 30, "more frames")
+        second.stop()
+        total = len(first.sent) + len(second.sent)
+        wait_until(lambda: len(col.packets["cam0"]) >= total, 15, "every packet")
+        col.stop()
+        # ... while the healthy subscriber lost nothing.
+        expected = sorted(first.sent) + sorted(second.sent)
+        assert [p.header.frame_seq for p in col.packets["cam0"]] == expected
+        later = []
+        while (p := stalled.recv(1.0)) is not None:
+            later.append(p)
+        assert stalled.gaps >= 1  # the gap was seen and counted
+        assert later and later[0].header.keyframe  # it resumed at a (requested) keyframe
+        check_decodes(later, second.sent, "h264")
+    finally:
+        stalled.close()

@@ -20,6 +20,8 @@ import av
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.timeout(60)
+
 SIM_PATH = str(Path(__file__).resolve().parents[1] / "acl_sim")
 SIM_ENV = ("ACL_SIM_FAIL_CREATE", "ACL_SIM_BAD_RET_AT", "ACL_SIM_HANG_AT", "ACL_SIM_SOC",
            "ACL_SIM_RUN_MODE", "ACL_SIM_LEAK_REPORT")  # fmt: skip
@@ -391,6 +393,19 @@ def test_input_reused_before_its_callback_corrupts_the_frame(rig: Rig) -> None:
     (y,) = decode_h264([call["data"]])
     assert psnr(y, picture(0)[0]) < 20
     assert psnr(y, picture(5)[0]) > 30
+
+
+def test_input_freed_before_its_callback(acl: ModuleType, rig: Rig) -> None:
+    assert rig.create() == 0
+    buf, pic = rig.new_input()
+    rig.write(buf, picture(0))
+    assert rig.send(pic) == 0
+    assert acl.media.dvpp_free(buf) == 0  # too early
+    rig.buffers.remove(buf)
+    rig.go.set()
+    (call,) = rig.wait_calls(1)
+    assert call["ret"] != 0 and call["size"] == 0
+    expect_violation(acl, "use after free")
 
 
 def test_rows_not_padded_to_the_stride_come_out_wrong(rig: Rig) -> None:

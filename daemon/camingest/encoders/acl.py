@@ -153,6 +153,11 @@ class AclChannel:
         self._state = "new"  # new -> open -> ended -> closed
         self._stop = threading.Event()
         self._keeper = ParameterSetKeeper(params.codec)
+        # The channel's picture format: the stream's when VENC takes it; every other format is
+        # converted to nv12 by the worker before send_frame.
+        self._format = (
+            params.pixel_format if params.pixel_format in PIC_FORMAT else PixelFormat.NV12
+        )
         self._stride = align(params.width, 16)
         self._buf_size = input_buffer_size(params.width, params.height)
         self._frame_bytes = self._stride * params.height * 3 // 2
@@ -160,6 +165,7 @@ class AclChannel:
         self._staging_ptr = 0
         self._copy_in = self._copy_out = DEVICE_TO_DEVICE
         self._log_extra = {"STREAM": params.stream}
+        self.buffer_wait_s = BUFFER_WAIT_S  # how long send_frame waits for a free buffer
 
     # --- EncoderChannel -----------------------------------------------------------------------
 
@@ -283,11 +289,9 @@ class AclChannel:
                 "(only cbr and vbr)",
                 hint="set encoder.rate_control to cbr or vbr for backend acl",
             )
-        if p.pixel_format not in PIC_FORMAT:
-            raise EncoderError(f"VENC takes nv12 or nv21, not {p.pixel_format.value}")
         return {
             "entype": entype,
-            "pic_format": PIC_FORMAT[p.pixel_format],
+            "pic_format": PIC_FORMAT[self._format],
             "pic_width": p.width,
             "pic_height": p.height,
             "key_frame_interval": enc.gop,
@@ -363,7 +367,7 @@ class AclChannel:
 
     def _create_pool(self) -> None:
         media, res, p = self._acl.media, self._res, self._params
-        fmt = PIC_FORMAT[p.pixel_format]
+        fmt = PIC_FORMAT[self._format]
         for _ in range(POOL_SIZE):
             buf, ret = media.dvpp_malloc(self._buf_size)
             check(f"dvpp_malloc({self._buf_size})", ret)
@@ -403,9 +407,9 @@ class AclChannel:
 
     def _take_slot(self) -> int:
         with self._cond:
-            if not self._cond.wait_for(lambda: bool(self._free), BUFFER_WAIT_S):
+            if not self._cond.wait_for(lambda: bool(self._free), self.buffer_wait_s):
                 raise EncoderError(
-                    f"no DVPP input buffer came back within {BUFFER_WAIT_S:g} s "
+                    f"no DVPP input buffer came back within {self.buffer_wait_s:g} s "
                     f"({self._pending} frames are with the encoder)",
                     hint=DMESG_HINT,
                 )
@@ -423,7 +427,7 @@ class AclChannel:
         y, uv = frame.planes
         self._staging[: st * h].reshape(h, st)[:, :w] = y[:h, :w]
         uv_dst = self._staging[st * h : st * h + st * (h // 2)].reshape(h // 2, st)
-        if frame.pixel_format is self._params.pixel_format:
+        if frame.pixel_format is self._format:
             uv_dst[:, :w] = uv[: h // 2, :w]
         else:  # nv12 <-> nv21: swap the chroma pairs on the way
             uv_dst[:, 0:w:2] = uv[: h // 2, 1:w:2]
@@ -481,7 +485,10 @@ class AclChannel:
     def _on_output(self, stream_desc: int, user_data: Any) -> None:
         seq, timestamp_ns, submitted_ns, slot = user_data
         try:
-            data, error = self._read_output(stream_desc, seq)
+            try:
+                data, error = self._read_output(stream_desc, seq)
+            except Exception as exc:  # still a frame the caller must hear about
+                data, error = b"", f"VENC frame {seq}: reading the output failed: {exc!r}"
             self._give_back(slot)  # the input buffer is free once its callback came
             slot = -1
             if error:

@@ -1,10 +1,11 @@
 """A simulator of the pyACL surface used by camingest's `acl` encoder backend.
 
 Put tests/acl_sim on sys.path and `import acl`. It follows pyACL's conventions ((value, ret)
-tuples, int codes from setters, 0 from failed creates) and enforces the contract of
-docs in /work/shared/reference/acl-venc.md §8: misuse returns ACL's error codes and is also
-recorded (acl.sim.violations()); acl.finalize() returns 500001 and keeps a report
-(acl.sim.last_report()) when anything is still allocated.
+tuples, int codes from setters, 0 from failed creates) and enforces the contract of §8 of
+acl-venc.md, the research notes the backend is written to (see docs/ascend.md). Misuse returns
+ACL's error codes and is also recorded (acl.sim.violations()); acl.finalize() returns 500001
+and keeps a report (acl.sim.last_report()) when anything is still allocated or was misused.
+Frames are encoded for real (PyAV) inside acl.rt.process_report of the channel's thread.
 
 Faults on demand, read from the environment by acl.init():
   ACL_SIM_FAIL_CREATE=1     venc_create_channel returns 507018
@@ -13,6 +14,7 @@ Faults on demand, read from the environment by acl.init():
   ACL_SIM_SOC=Ascend310B4   what get_soc_name() reports and which product limits apply
   ACL_SIM_RUN_MODE=0|1      what acl.rt.get_run_mode() reports (ACL_DEVICE=0, ACL_HOST=1)
   ACL_SIM_LEAK_REPORT=PATH  write the report as JSON at finalize, or at exit without finalize
+                            ("{pid}" in PATH is replaced by the process id)
 """
 
 from __future__ import annotations

@@ -112,7 +112,9 @@ class SimState:
         report = self.report(finalized)
         self.last_report = report
         if self.faults.leak_report:
-            with open(self.faults.leak_report, "w", encoding="utf-8") as fh:
+            # "{pid}" lets each worker process of a daemon write its own report.
+            path = self.faults.leak_report.replace("{pid}", str(os.getpid()))
+            with open(path, "w", encoding="utf-8") as fh:
                 json.dump(report, fh, indent=1)
         return report
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -18,7 +18,7 @@ _NPY_TYPES = {
 }  # fmt: skip
 
 
-def start_thread(func: Callable[[Any], Any], args_list: list[Any]) -> tuple[int, int]:
+def start_thread(func: object, args_list: list[Any]) -> tuple[int, int]:
     """Run func(args_list) on a new thread; its id is what venc_set_channel_desc_thread_id wants."""
     if not callable(func):
         return 0, codes.INVALID_PARAM
@@ -28,7 +28,7 @@ def start_thread(func: Callable[[Any], Any], args_list: list[Any]) -> tuple[int,
 
     def body() -> None:
         STATE.local.thread_id = tid
-        func(args_list)
+        cast(Callable[[Any], Any], func)(args_list)
 
     thread = threading.Thread(target=body, name=f"acl-thread-{tid:x}", daemon=True)
     with STATE.lock:

@@ -31,6 +31,7 @@ Frame = npt.NDArray[np.uint8] | Sequence[npt.NDArray[np.uint8]]
 # gone (killed or restarted) and the client handshakes again.
 STALL_S = 2.0
 HELLO_RETRY_S = 0.5
+REFUSED_RETRY_S = 5.0
 
 
 class CaptureClient:
@@ -135,7 +136,7 @@ class CaptureClient:
         self._seq += 1
         self._pump(0)
         if self._welcome is None:
-            return self._drop("reconnecting")
+            return self._drop(P.DropReason.RECONNECTING)
         if self.transport is P.Transport.INLINE:
             return self._send_inline(planes, ts, flags)
         slot = self._take_slot()
@@ -153,7 +154,7 @@ class CaptureClient:
             self._sock.send(desc.pack(), zmq.NOBLOCK)
         except zmq.Again:
             self._free.append(slot)
-            return self._drop("send_queue")
+            return self._drop(P.DropReason.SEND_QUEUE)
         self._outstanding[slot] = time.monotonic()
         self.stats["sent"] += 1
         return True
@@ -245,7 +246,9 @@ class CaptureClient:
                 if raise_refusal:
                     raise CaptureError(f"stream {self.stream}: refused by the worker: {reason}")
                 logger.error("stream %s: refused by the worker: %s", self.stream, reason)
-                self._welcome = None
+                self._reset_session()
+                # The worker's config changed under us (a reload); ask again, but slowly.
+                self._hello_sent_at = time.monotonic() + REFUSED_RETRY_S - HELLO_RETRY_S
         except P.ProtocolError as exc:
             logger.warning("stream %s: ignoring a malformed message: %s", self.stream, exc)
 

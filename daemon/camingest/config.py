@@ -29,7 +29,7 @@ from pydantic_core import PydanticCustomError
 
 from camingest.protocol import PixelFormat
 
-STREAM_NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+STREAM_NAME = r"^[a-z0-9][a-z0-9_-]{0,30}$"
 INSTANCE_NAME = r"^[a-z0-9][a-z0-9_-]{0,15}$"
 ENCODER_NAME = r"^[A-Za-z0-9_]+$"
 IPC_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
@@ -38,7 +38,7 @@ WILDCARD_HOSTS = frozenset({"*", "0.0.0.0", "[::]", "::"})
 # What each pattern allows, in words, for error messages.
 PATTERN_WORDS: dict[str, str] = {
     STREAM_NAME: "lowercase letters, digits, '_' and '-', starting with a letter or digit, "
-    "at most 32 characters",
+    "at most 31 characters",
     INSTANCE_NAME: "lowercase letters, digits, '_' and '-', starting with a letter or digit, "
     "at most 16 characters",
     ENCODER_NAME: "an FFmpeg encoder name: letters, digits and '_' (e.g. libx264, h264_nvenc)",
@@ -216,7 +216,7 @@ def stream_fit_problems(stream: StreamConfig, backend: Backend) -> list[tuple[Lo
 
 
 class StreamConfig(Model):
-    name: Str = Field(pattern=STREAM_NAME, description="[a-z0-9_-], at most 32 characters")
+    name: Str = Field(pattern=STREAM_NAME, description="[a-z0-9_-], at most 31 characters")
     width: Int = Field(ge=16, le=8192, description="frame width in pixels, even")
     height: Int = Field(ge=16, le=8192, description="frame height in pixels, even")
     pixel_format: PixelFormat = Field(

@@ -72,6 +72,7 @@ class IngestServer:
         self._on_frame = on_frame
         self._session: _Session | None = None
         self.sockets: list[zmq.Socket[bytes]] = []
+        self._remote: dict[zmq.Socket[bytes], bool] = {}  # tcp: the peer may be on another host
         self._warn = RateLimitedLog(logger)
 
     def open(self) -> None:
@@ -85,7 +86,10 @@ class IngestServer:
             if ep.startswith("ipc://"):
                 os.makedirs(os.path.dirname(ep[6:]), exist_ok=True)
             sock.bind(ep)
+            if ep.startswith("ipc://"):
+                os.chmod(ep[6:], 0o660)  # capture programs run as members of the group
             self.sockets.append(sock)
+            self._remote[sock] = not ep.startswith("ipc://")
 
     @property
     def connected(self) -> bool:
@@ -135,6 +139,14 @@ class IngestServer:
             raise P.ProtocolError("HELLO must be a single frame")
         hello = P.Hello.unpack(body[0])
         problem = self._mismatch(hello)
+        if problem is None and hello.transport is P.Transport.SHM and self._remote.get(sock):
+            problem = (
+                P.RefuseCode.TRANSPORT,
+                (
+                    "shared memory is offered on ipc:// endpoints only; "
+                    "over tcp:// send frames inline"
+                ),
+            )
         if problem is not None:
             code, reason = problem
             logger.warning("stream %s: refused a capture: %s", self.stream.name, reason)
@@ -178,7 +190,7 @@ class IngestServer:
         ring = None
         if transport is P.Transport.SHM:
             name = ring_name(self.instance, self.stream.name, epoch)
-            ring = FrameRing.create(name, self.stream.slots, self.frame_size, epoch)
+            ring = FrameRing.create(name, self.stream.slots, self.frame_size, epoch, mode=0o660)
         welcome = P.Welcome(
             epoch=epoch,
             slot_count=self.stream.slots if ring else 0,

@@ -1,6 +1,6 @@
 """Everything that crosses a process boundary: byte layouts, codes and the worker spec.
 
-docs/protocol.md documents this module byte for byte; tests/unit/test_protocol.py checks that
+docs/protocol.md documents this module byte for byte; tests/unit/test_protocol_doc.py checks that
 the struct sizes printed there match the formats here. All integers are little-endian.
 """
 
@@ -142,7 +142,7 @@ MAX_PLANES = 4
 PLANE = struct.Struct("<IIII")  # offset, stride, rows, row_bytes
 # WELCOME: magic, version, kind, plane count, pad, epoch, slot count, pad, first slot offset,
 # slot stride, frame size, ring name (NUL padded; empty for inline), then MAX_PLANES x PLANE.
-WELCOME_HEAD = struct.Struct("<4sBBBxIIxxxxQQQ64s")
+WELCOME_HEAD = struct.Struct("<4sBBBxIIxxxxQQQ96s")
 WELCOME = struct.Struct(WELCOME_HEAD.format + "IIII" * MAX_PLANES)
 
 # REFUSE: magic, version, kind, code; frame 2 is the reason in UTF-8.
@@ -186,6 +186,7 @@ class DropReason(enum.StrEnum):
     NOT_OWNED = "not_owned"
     WRONG_SIZE = "wrong_size"
     ENCODER_ERROR = "encoder_error"
+    RECONNECTING = "reconnecting"  # capture side: between a worker restart and the new WELCOME
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +232,7 @@ class Welcome:
         return WELCOME.pack(
             INGEST_MAGIC, VERSION, Kind.WELCOME, len(self.planes), self.epoch, self.slot_count,
             self.first_slot_offset, self.slot_stride, self.frame_size,
-            _pad(self.ring_name, 64), *flat,
+            _pad(self.ring_name, 96), *flat,
         )  # fmt: skip
 
     @classmethod

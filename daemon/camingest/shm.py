@@ -111,6 +111,7 @@ class FrameRing:
         try:
             # posix_fallocate reserves the pages now: a full /dev/shm fails here with ENOSPC
             # instead of SIGBUS on first touch (frigate's "Bus error").
+            os.fchmod(fd, mode)  # the umask must not narrow it: captures map it as the group
             os.posix_fallocate(fd, 0, size)
             mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except OSError as exc:

@@ -41,7 +41,8 @@ class PacketSink:
         self.epoch = epoch
         self.codec = CODECS[spec.stream.encoder.codec.value]
         self.topic = spec.stream.name.encode()
-        self.packets = 0
+        self.seq = 0  # every packet the encoder delivered: a fan-in drop leaves a visible gap
+        self.packets = 0  # packets handed to the main process
         self.bytes = 0
         self.keyframes = 0
         self.dropped = 0
@@ -58,6 +59,7 @@ class PacketSink:
         flags = P.OUT_KEYFRAME if packet.keyframe else 0
         with self._lock:
             header = self._header(flags, packet.seq, packet.timestamp_ns)
+            self.seq += 1
             if self._send([P.FANIN_PACKET, self.topic, header, packet.data]):
                 self.packets += 1
                 self.bytes += len(packet.data)
@@ -83,7 +85,7 @@ class PacketSink:
     def _header(self, flags: int, frame_seq: int, ts: int) -> bytes:
         s = self.spec.stream
         header = P.OutputHeader(
-            self.codec, flags, self.epoch, s.width, s.height, self.packets, frame_seq, ts,
+            self.codec, flags, self.epoch, s.width, s.height, self.seq, frame_seq, ts,
             time.time_ns(),
         )  # fmt: skip
         return header.pack()
@@ -231,7 +233,7 @@ class Worker:
             epoch=epoch,
             healthy=not stalled,
             frames_in=ingest.counters.frames_in,
-            frames_encoded=sink.packets,
+            frames_encoded=sink.seq,
             packets_out=sink.packets,
             bytes_out=sink.bytes,
             keyframes=sink.keyframes,

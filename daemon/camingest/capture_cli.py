@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import time
 from collections.abc import Generator
-from types import FrameType
-from typing import Any
 
 import av
 
@@ -17,6 +14,7 @@ from camingest.capture import CaptureClient
 from camingest.config import DaemonConfig, StreamConfig
 from camingest.config_load import load_config
 from camingest.errors import DaemonError, ExitCode
+from camingest.signals import STOP, SignalQueue
 from camingest.sources import SourceItem, open_source
 
 log = logging.getLogger("camingest.capture_cli")
@@ -62,40 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Stop:
-    """SIGINT/SIGTERM set a flag; the loop checks it between frames."""
-
-    def __init__(self) -> None:
-        self._requested = False
-        self._previous: dict[int, Any] = {}
-
-    def requested(self) -> bool:
-        return self._requested
-
-    def handle_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._requested = True
-
-    def __enter__(self) -> _Stop:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self.handle_signal)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def sleep(self, seconds: float) -> None:
-        """Sleep in short steps so a signal ends the wait promptly."""
-        end = time.monotonic() + seconds
-        while not self.requested():
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(left, 0.1))
-
-
 def _frames(
-    spec: str, stream: StreamConfig, loop: bool, stop: _Stop
+    spec: str, stream: StreamConfig, loop: bool, stop: SignalQueue
 ) -> Generator[SourceItem, None, None]:
     """Frames from the source; an RTSP source that fails is reopened with a backoff."""
     reopen = spec.startswith(("rtsp://", "rtsps://"))
@@ -214,7 +180,7 @@ def _run(args: argparse.Namespace, stream: StreamConfig, endpoint: str) -> int:
     sent = 0
     started = time.monotonic()
     stats: dict[str, int] = {}
-    with _Stop() as stop:
+    with SignalQueue(STOP) as stop:
         frames = _frames(args.source, stream, args.loop, stop)
         try:
             # The first frame before the handshake: a bad source fails before the daemon sees us.

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import av
 
@@ -17,6 +14,7 @@ from camingest.config import DaemonConfig
 from camingest.config_load import load_config
 from camingest.errors import DaemonError, ExitCode
 from camingest.recording import Recorder, check_path
+from camingest.signals import STOP, SignalQueue
 from camingest.subscribe import Subscriber
 
 log = logging.getLogger("camingest.record_cli")
@@ -80,27 +78,6 @@ def pick_endpoints(config: DaemonConfig) -> list[str]:
     endpoints = config.output_endpoints
     local = [ep for ep in endpoints if ep.startswith("ipc://")]
     return [connectable(local[0] if local else endpoints[0])]
-
-
-class _Stop:
-    def __init__(self) -> None:
-        self._requested = False
-        self._previous: dict[int, Any] = {}
-
-    def requested(self) -> bool:
-        return self._requested
-
-    def handle_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._requested = True
-
-    def __enter__(self) -> _Stop:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self.handle_signal)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +155,10 @@ def _record(
     log.info("recording stream %s from %s to %s", args.stream, ", ".join(endpoints), out)
     recorder: Recorder | None = None
     reason = "stopped"
-    with _Stop() as stop, Subscriber(endpoints, [args.stream], control_path=control_path) as sub:
+    with (
+        SignalQueue(STOP) as stop,
+        Subscriber(endpoints, [args.stream], control_path=control_path) as sub,
+    ):
         started = last_arrival = time.monotonic()
         first_at: float | None = None
         try:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections import deque
 from types import FrameType, TracebackType
 from typing import Any
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP = (signal.SIGINT, signal.SIGTERM)
 
 
 class SignalQueue:
@@ -26,6 +28,19 @@ class SignalQueue:
         while self._pending:
             out.append(self._pending.popleft())
         return out
+
+    def requested(self) -> bool:
+        """A signal arrived and has not been popped (for loops that only need to stop)."""
+        return bool(self._pending)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep in short steps, so that a signal ends the wait promptly."""
+        end = time.monotonic() + seconds
+        while not self._pending:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.1))
 
     def push(self, sig: signal.Signals) -> None:
         """Queue a signal as if it had been received (tests, control commands)."""

@@ -128,3 +128,38 @@ def test_second_instance_on_the_same_runtime_dir_refuses(make_daemon, stream, wo
         if second.proc.poll() is None:
             second.proc.kill()
     assert daemon.stream_status("cam0")["state"] == "running"
+
+
+@pytest.mark.timeout(60)
+def test_status_command_and_metrics_endpoint(make_daemon, stream):
+    import json
+    import urllib.request
+
+    from helpers import Feeder
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    daemon = make_daemon([stream("cam0")], metrics={"enabled": True, "port": port})
+    feed = Feeder(daemon, "cam0").start()
+    wait_until(lambda: daemon.stream_status("cam0")["frames_in"] >= 20, 15, "frames")
+    feed.stop()
+    cli = [sys.executable, "-m", "camingest"]
+    table = subprocess.run([*cli, "status", "-c", str(daemon.config_path)], capture_output=True,
+                           text=True, timeout=30, check=True).stdout  # fmt: skip
+    assert "STREAM" in table and "cam0" in table and "running" in table
+    raw = subprocess.run([*cli, "status", "--json", "--socket", str(daemon.control)],
+                         capture_output=True, text=True, timeout=30, check=True).stdout  # fmt: skip
+    assert json.loads(raw)["streams"][0]["name"] == "cam0"
+
+    def scraped() -> str:
+        url = f"http://127.0.0.1:{port}/metrics"
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        return text if 'camingest_frames_in_total{stream="cam0"}' in text else ""
+
+    text = wait_until(scraped, 15, "per-stream metrics")
+    line = next(x for x in text.splitlines() if x.startswith("camingest_frames_in_total{"))
+    assert float(line.split()[-1]) >= 20
+    bad = subprocess.run([*cli, "keyframe", "nosuch", "--socket", str(daemon.control)],
+                         capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert bad.returncode != 0 and "nosuch" in bad.stderr

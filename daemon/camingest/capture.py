@@ -20,7 +20,7 @@ import numpy.typing as npt
 import zmq
 
 from camingest import protocol as P
-from camingest.errors import CaptureError
+from camingest.errors import CaptureError, ShmError
 from camingest.shm import FrameRing
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ Frame = npt.NDArray[np.uint8] | Sequence[npt.NDArray[np.uint8]]
 STALL_S = 2.0
 HELLO_RETRY_S = 0.5
 REFUSED_RETRY_S = 5.0
+BUSY_RETRY_S = 1.0
 
 
 class CaptureClient:
@@ -64,6 +65,7 @@ class CaptureClient:
         self._free: list[int] = []
         self._outstanding: dict[int, float] = {}  # slot -> monotonic time sent
         self._hello_sent_at: float | None = None
+        self._busy = ""  # the last BUSY refusal, for the error connect() raises
         self._last_release = time.monotonic()
         self._seq = 0
         self.stats: dict[str, int] = {"sent": 0, "dropped": 0, "reconnects": 0}
@@ -88,6 +90,8 @@ class CaptureClient:
         while self._welcome is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                if self._busy:
+                    raise CaptureError(f"stream {self.stream}: {self._busy}")
                 raise CaptureError(
                     f"no answer from the worker of stream {self.stream} at {self.endpoint} "
                     f"within {timeout_s:g} s",
@@ -153,8 +157,9 @@ class CaptureClient:
         try:
             self._sock.send(desc.pack(), zmq.NOBLOCK)
         except zmq.Again:
+            # IMMEDIATE: nobody to queue for, i.e. the worker is gone (restarting).
             self._free.append(slot)
-            return self._drop(P.DropReason.SEND_QUEUE)
+            return self._drop(P.DropReason.RECONNECTING)
         self._outstanding[slot] = time.monotonic()
         self.stats["sent"] += 1
         return True
@@ -243,6 +248,12 @@ class CaptureClient:
                         logger.info("stream %s: worker asks for a new handshake", self.stream)
                         self._reset_session()
                     return
+                if code == P.RefuseCode.BUSY:
+                    self._busy = reason
+                    logger.info("stream %s: %s; retrying", self.stream, reason)
+                    self._reset_session()
+                    self._hello_sent_at = time.monotonic() + BUSY_RETRY_S - HELLO_RETRY_S
+                    return
                 if raise_refusal:
                     raise CaptureError(f"stream {self.stream}: refused by the worker: {reason}")
                 logger.error("stream %s: refused by the worker: %s", self.stream, reason)
@@ -251,6 +262,10 @@ class CaptureClient:
                 self._hello_sent_at = time.monotonic() + REFUSED_RETRY_S - HELLO_RETRY_S
         except P.ProtocolError as exc:
             logger.warning("stream %s: ignoring a malformed message: %s", self.stream, exc)
+        except ShmError as exc:
+            # The ring went away between WELCOME and here (the worker died): start over.
+            logger.warning("stream %s: %s; handshaking again", self.stream, exc)
+            self._reset_session()
 
     def _on_welcome(self, welcome: P.Welcome) -> None:
         if self._welcome is not None and welcome.epoch == self._welcome.epoch:

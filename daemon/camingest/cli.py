@@ -64,15 +64,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from camingest.sdnotify import Notifier
 
     config = load_config(args.config)
-    relay = configure_parent(args.log_level or config.logging.level, args.log_target)
+    logs = configure_parent(args.log_level or config.logging.level, args.log_target)
     try:
-        daemon = Daemon(config, Path(args.config), Notifier(), log_queue=relay.queue)
+        daemon = Daemon(config, Path(args.config), Notifier(), log_target=logs.target)
         return daemon.run()
     except DaemonError as exc:
         logger.error("%s", exc)
         return int(exc.exit_code)
     finally:
-        relay.stop()
+        logs.stop()
 
 
 def cmd_check(args: argparse.Namespace) -> int:

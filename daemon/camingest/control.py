@@ -16,7 +16,7 @@ from typing import Any
 
 import zmq
 
-from camingest.errors import ControlError, DaemonError
+from camingest.errors import ControlError, DaemonError, ResourceError
 from camingest.protocol import ControlCode
 
 logger = logging.getLogger(__name__)
@@ -36,11 +36,15 @@ class ControlServer:
 
     def open(self) -> None:
         sock = self._ctx.socket(zmq.ROUTER)
+        self.sock = sock  # registered before bind, so close() releases it if bind fails
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
-        sock.bind(f"ipc://{self.path}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            sock.bind(f"ipc://{self.path}")
+        except (OSError, zmq.ZMQError) as exc:
+            raise ResourceError(f"cannot bind the control socket {self.path}: {exc}") from exc
         os.chmod(self.path, 0o660)
-        self.sock = sock
 
     def handle(self) -> None:
         assert self.sock is not None
@@ -53,14 +57,19 @@ class ControlServer:
             envelope, body = frames[:-1], frames[-1]
             reply = self.dispatch(body)
             try:
-                self.sock.send_multipart([*envelope, json.dumps(reply).encode()], zmq.NOBLOCK)
+                payload = json.dumps(reply, default=str).encode()
+            except (TypeError, ValueError) as exc:
+                error = _error(ControlCode.INTERNAL, f"unencodable reply: {exc}")
+                payload = json.dumps(error).encode()
+            try:
+                self.sock.send_multipart([*envelope, payload], zmq.NOBLOCK)
             except zmq.ZMQError as exc:
                 logger.debug("control reply not sent: %s", exc)
 
     def dispatch(self, body: bytes) -> dict[str, Any]:
         try:
             request = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # deep nesting is hostile, not a crash
             return _error(ControlCode.INVALID_JSON, "request is not JSON")
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
             return _error(ControlCode.BAD_REQUEST, 'request must be {"cmd": "...", ...}')

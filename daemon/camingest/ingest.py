@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +22,14 @@ import zmq
 from camingest import protocol as P
 from camingest.config import StreamConfig
 from camingest.encoders.base import RawFrame
-from camingest.errors import ShmError
+from camingest.errors import ResourceError, ShmError
 from camingest.log import RateLimitedLog
 from camingest.shm import FrameRing, ring_name
 
 logger = logging.getLogger(__name__)
+
+# A capture whose last frame is older than this may be replaced by another one.
+TAKEOVER_S = 2.0
 
 # Called with a frame whose planes are views that stay valid only during the call.
 FrameHandler = Callable[[RawFrame, bool], P.ReleaseStatus]
@@ -49,6 +53,7 @@ class _Session:
     ring: FrameRing | None
     welcome: P.Welcome
     frames: int = 0
+    last_frame: float = 0.0  # monotonic time of its last frame (0: none yet)
 
 
 class IngestServer:
@@ -78,18 +83,21 @@ class IngestServer:
     def open(self) -> None:
         for ep in self.endpoints:
             sock = self._ctx.socket(zmq.ROUTER)
+            self.sockets.append(sock)  # registered before bind: close() releases it on failure
             sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
             # Inline frames are the largest legitimate message; anything bigger is hostile.
             sock.setsockopt(zmq.MAXMSGSIZE, self.frame_size + 4096)
             sock.setsockopt(zmq.RCVHWM, max(4, 2 * self.stream.slots))
-            if ep.startswith("ipc://"):
-                os.makedirs(os.path.dirname(ep[6:]), exist_ok=True)
-            sock.bind(ep)
-            if ep.startswith("ipc://"):
+            local = ep.startswith("ipc://")
+            try:
+                if local:
+                    os.makedirs(os.path.dirname(ep[6:]), exist_ok=True)
+                sock.bind(ep)
+            except (OSError, zmq.ZMQError) as exc:
+                raise ResourceError(f"cannot bind ingest endpoint {ep}: {exc}") from exc
+            if local:
                 os.chmod(ep[6:], 0o660)  # capture programs run as members of the group
-            self.sockets.append(sock)
-            self._remote[sock] = not ep.startswith("ipc://")
+            self._remote[sock] = not local
 
     @property
     def connected(self) -> bool:
@@ -147,12 +155,21 @@ class IngestServer:
                     "over tcp:// send frames inline"
                 ),
             )
+        s = self._session
+        now = time.monotonic()
+        if problem is None and s is not None and s.peer != peer and now - s.last_frame < TAKEOVER_S:
+            # Two live captures would take the stream from each other forever; one that died
+            # is replaced as soon as its frames stop.
+            problem = (
+                P.RefuseCode.BUSY,
+                (f"another capture is sending to stream {self.stream.name}"),
+            )
         if problem is not None:
             code, reason = problem
-            logger.warning("stream %s: refused a capture: %s", self.stream.name, reason)
+            self._warn.warning(("refuse", code), "stream %s: refused a capture: %s",
+                               self.stream.name, reason)  # fmt: skip
             self._reply(sock, peer, P.pack_refuse(code, reason))
             return
-        s = self._session
         if s is not None and s.peer == peer and s.frames == 0 and s.transport == hello.transport:
             self._reply(sock, peer, [s.welcome.pack()])  # a repeated HELLO: same answer
             return
@@ -202,8 +219,8 @@ class IngestServer:
         )
         self._session = _Session(peer, epoch, transport, ring, welcome)
         self.counters.sessions += 1
-        logger.info("stream %s: capture connected (%s), epoch %08x", self.stream.name,
-                    transport.name.lower(), epoch)  # fmt: skip
+        self._warn.log(logging.INFO, "connect", "stream %s: capture connected (%s), epoch %08x",
+                       self.stream.name, transport.name.lower(), epoch)  # fmt: skip
 
     def _end_session(self) -> None:
         if self._session is not None and self._session.ring is not None:
@@ -247,6 +264,7 @@ class IngestServer:
         self, s: _Session, desc: P.FrameDesc, planes: tuple[npt.NDArray[np.uint8], ...]
     ) -> P.ReleaseStatus:
         s.frames += 1
+        s.last_frame = time.monotonic()
         self.counters.frames_in += 1
         frame = RawFrame(
             self.stream.pixel_format, self.stream.width, self.stream.height, planes,

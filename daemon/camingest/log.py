@@ -2,23 +2,21 @@
 
 The parent calls `configure_parent` once: its handler writes to the journal (structured fields:
 a record's STREAM attribute becomes STREAM=, so `journalctl STREAM=cam0` works) or to stderr.
-Workers call `configure_child` first thing with the `LogRelay.queue` they were handed; their
-records travel over that queue to the parent's `QueueListener`, which feeds the same handler.
-Per-stream messages pass `extra={"STREAM": name}`; a worker sets it on every record for you.
+Workers call `configure_child` first thing with the target the parent resolved, and log with a
+handler of their own to the same place: the journal then shows each record with the worker's
+own _PID, and no multiprocessing queue is needed (its named semaphores would outlive a
+SIGKILL of the whole process group in /dev/shm). Per-stream messages pass
+`extra={"STREAM": name}`; a worker sets it on every record for you.
 """
 
 from __future__ import annotations
 
 import logging
-import logging.handlers
-import multiprocessing
 import os
 import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from multiprocessing.context import BaseContext
-from multiprocessing.queues import Queue
 from typing import Any, Literal, TextIO
 
 from systemd.journal import JournalHandler
@@ -69,13 +67,18 @@ class StderrFormatter(logging.Formatter):
             record.message = saved
 
 
-def make_handler(target: Target, env: Mapping[str, str] | None = None) -> logging.Handler:
-    """The parent's one handler for `target`; "auto" picks the journal only when stderr is
-    connected to it."""
+def resolve_target(target: Target, env: Mapping[str, str] | None = None) -> Target:
+    """ "auto" -> "journal" when stderr is connected to the journal, else "stderr"."""
+    if target != "auto":
+        return target
     env = os.environ if env is None else env
-    if target == "auto":
-        target = "journal" if journal_is_stderr(env, sys.stderr) else "stderr"
-    if target == "journal":
+    return "journal" if journal_is_stderr(env, sys.stderr) else "stderr"
+
+
+def make_handler(target: Target, env: Mapping[str, str] | None = None) -> logging.Handler:
+    """The one handler for `target` ("auto" resolved as resolve_target does)."""
+    env = os.environ if env is None else env
+    if resolve_target(target, env) == "journal":
         # Record attributes in upper case (STREAM) become journal fields.
         handler: logging.Handler = JournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
         return handler
@@ -85,62 +88,25 @@ def make_handler(target: Target, env: Mapping[str, str] | None = None) -> loggin
     return stderr_handler
 
 
-class LogRelay:
-    """Carries worker records to the parent's handlers: a multiprocessing queue (handed to
-    workers in their spec) drained by a QueueListener thread."""
+@dataclass
+class LogSetup:
+    """What configure_parent did: the resolved target (for the workers) and how to undo it."""
 
-    def __init__(
-        self,
-        handlers: list[logging.Handler],
-        ctx: BaseContext | None = None,
-        *,
-        on_stop: Callable[[], None] | None = None,
-    ) -> None:
-        ctx = multiprocessing.get_context("spawn") if ctx is None else ctx
-        self.queue: Queue[logging.LogRecord] = ctx.Queue()
-        self.handlers = list(handlers)
-        # respect_handler_level: a worker at DEBUG does not override the parent's handler level.
-        self._listener = logging.handlers.QueueListener(
-            self.queue, *self.handlers, respect_handler_level=True
-        )
-        self._started = False
-        self._on_stop = on_stop
-
-    def start(self) -> None:
-        if not self._started:
-            self._listener.start()
-            self._started = True
+    target: Target
+    handler: logging.Handler
+    _restore: Callable[[], None]
 
     def stop(self) -> None:
-        """Drain what the workers sent, stop the thread, close the queue, and hand the root
-        logger back to what it had before `configure_parent` (tests rely on that)."""
-        if self._started:
-            self._listener.stop()
-            self._started = False
-            self.queue.close()
-            self.queue.join_thread()
-        if self._on_stop is not None:
-            self._on_stop()
-            self._on_stop = None
-
-    def __enter__(self) -> LogRelay:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        """Hand the root logger back to what it had before (tests rely on that)."""
+        self._restore()
 
 
 def configure_parent(
-    level: str,
-    target: Target = "auto",
-    *,
-    ctx: BaseContext | None = None,
-    env: Mapping[str, str] | None = None,
-) -> LogRelay:
-    """Make one handler (journal or stderr) the root logger's only handler and start the relay
-    for worker records. `LogRelay.stop()` undoes both."""
-    handler = make_handler(target, env)
+    level: str, target: Target = "auto", *, env: Mapping[str, str] | None = None
+) -> LogSetup:
+    """Make one handler (journal or stderr) the root logger's only handler."""
+    resolved = resolve_target(target, env)
+    handler = make_handler(resolved, env)
     root = logging.getLogger()
     old_handlers, old_level = root.handlers[:], root.level
 
@@ -155,9 +121,7 @@ def configure_parent(
         root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(parse_level(level))
-    relay = LogRelay([handler], ctx, on_stop=restore)
-    relay.start()
-    return relay
+    return LogSetup(resolved, handler, restore)
 
 
 class _StreamFilter(logging.Filter):
@@ -171,13 +135,12 @@ class _StreamFilter(logging.Filter):
         return True
 
 
-def configure_child(queue: Queue[logging.LogRecord], level: str, stream: str | None) -> None:
-    """In a worker: a QueueHandler to the parent becomes the only root handler.
-
-    The filter sits on the handler, not a logger: logger filters do not see records that
-    propagate up from child loggers."""
-    handler = logging.handlers.QueueHandler(queue)
+def configure_child(target: Target, level: str, stream: str | None) -> None:
+    """In a worker: a handler of its own to `target` becomes the only root handler, and every
+    record carries the worker's stream."""
+    handler = make_handler(target)
     if stream is not None:
+        # On the handler, not a logger: logger filters do not see propagated records.
         handler.addFilter(_StreamFilter(stream))
     root = logging.getLogger()
     for h in root.handlers[:]:

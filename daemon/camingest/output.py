@@ -18,6 +18,7 @@ import zmq
 
 from camingest import protocol as P
 from camingest.config import DaemonConfig
+from camingest.errors import ResourceError
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +50,16 @@ class Output:
         self.fanin = ctx.socket(zmq.PULL)
         self.fanin.setsockopt(zmq.LINGER, 0)
         self.fanin.setsockopt(zmq.RCVHWM, 10000)
-        self.fanin.bind(cfg.fanin_endpoint)
+        _bind(self.fanin, cfg.fanin_endpoint)
         self.commands = ctx.socket(zmq.PUB)
         self.commands.setsockopt(zmq.LINGER, 0)
-        self.commands.bind(cfg.command_endpoint)
+        _bind(self.commands, cfg.command_endpoint)
         self.xpub = ctx.socket(zmq.XPUB)
         self.xpub.setsockopt(zmq.LINGER, 500)
         self.xpub.setsockopt(zmq.SNDHWM, cfg.output.sndhwm)
         self.xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
         for ep in cfg.output_endpoints:
-            self.xpub.bind(ep)
+            _bind(self.xpub, ep)
             if ep.startswith("ipc://"):
                 os.chmod(ep[6:], 0o660)
 
@@ -113,9 +114,9 @@ class Output:
             else:
                 logger.warning("ignoring a malformed fan-in message (%d frames)", len(frames))
 
-    def _pump_subscriptions(self) -> None:
+    def _pump_subscriptions(self, budget: int = 256) -> None:
         assert self.xpub is not None
-        while True:
+        for _ in range(budget):
             try:
                 msg = self.xpub.recv(zmq.NOBLOCK)
             except zmq.Again:
@@ -129,5 +130,14 @@ class Output:
                     if name.encode().startswith(topic):
                         logger.debug("new subscriber of %s: asking for a keyframe", name)
                         self.request_keyframe(name)
-            elif self._topics[topic] > 0:
+            elif self._topics.get(topic, 0) > 1:
                 self._topics[topic] -= 1
+            else:
+                self._topics.pop(topic, None)  # distinct topics must not pile up
+
+
+def _bind(sock: zmq.Socket[bytes], endpoint: str) -> None:
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        raise ResourceError(f"cannot bind {endpoint}: {exc}") from exc

@@ -167,6 +167,7 @@ class RefuseCode(enum.IntEnum):
     PIXEL_FORMAT = 5
     TRANSPORT = 6
     STALE_EPOCH = 7  # the worker restarted or another capture took over: send HELLO again
+    BUSY = 8  # another capture is sending to this stream right now: try again later
 
 
 class ReleaseStatus(enum.IntEnum):
@@ -344,6 +345,7 @@ class Codec(enum.IntEnum):
 
 OUT_KEYFRAME = 0x0001
 OUT_EOS = 0x0002
+OUT_RESTART = 0x0004  # with OUT_EOS: the stream goes on with a new worker (a reload changed it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,6 +386,11 @@ class OutputHeader:
     @property
     def eos(self) -> bool:
         return bool(self.flags & OUT_EOS)
+
+    @property
+    def restart(self) -> bool:
+        """An end of stream after which the same stream resumes (new epoch)."""
+        return bool(self.flags & OUT_RESTART)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,7 +479,7 @@ class WorkerSpec:
     hang_timeout_s: float
     stop_timeout_s: float
     log_level: str
-    log_queue: Any  # a multiprocessing queue feeding the parent's log relay, or None
+    log_target: str  # "journal" or "stderr", as the parent resolved it
 
 
 class ControlCode(enum.StrEnum):

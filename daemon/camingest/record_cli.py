@@ -192,7 +192,9 @@ def _record(
                         reason = "codec changed"
                         break
                     recorder.write(packet.data, header.capture_ts_ns)
-                if header.eos:
+                if header.eos and header.restart:
+                    log.info("the stream's worker is being replaced; recording on")
+                elif header.eos:
                     reason = "end of stream"
                     break
                 if args.frames is not None and recorder and recorder.frames >= args.frames:

@@ -26,7 +26,7 @@ from camingest.control import ControlServer
 from camingest.errors import ConfigError, ResourceError
 from camingest.metrics import Metrics
 from camingest.output import Output
-from camingest.preflight import preflight
+from camingest.preflight import preflight, ring_bytes, shm_free_bytes
 from camingest.sdnotify import Notifier
 from camingest.shm import instance_id, ring_prefix, sweep
 from camingest.signals import SignalQueue
@@ -46,7 +46,7 @@ class Daemon:
         config: DaemonConfig,
         config_path: Path | None,
         notifier: Notifier,
-        log_queue: Any = None,
+        log_target: str = "stderr",
         signals: SignalQueue | None = None,
     ) -> None:
         self.config = config
@@ -54,7 +54,7 @@ class Daemon:
         self.notifier = notifier
         self.signals = signals or SignalQueue()
         self.instance = instance_id(config.runtime_dir, config.instance)
-        self._log_queue = log_queue
+        self._log_target = log_target
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._output: Output | None = None
         self._supervisor: Supervisor | None = None
@@ -94,7 +94,7 @@ class Daemon:
                 self._metrics = metrics
                 stack.callback(metrics.close)
             supervisor = Supervisor(
-                self.config.supervision, self._spec, self.instance, idle=self._pump
+                self.config.supervision, self._spec, self.instance, idle=self._pump_output
             )
             self._supervisor = supervisor
             stack.callback(self._stop_workers)
@@ -117,7 +117,8 @@ class Daemon:
             ) from None
 
         def release() -> None:
-            lock_path.unlink(missing_ok=True)
+            # Never unlinked: a second instance that opened this file must keep seeing the lock
+            # of the same inode, or two daemons could both think they hold it.
             os.close(fd)
 
         stack.callback(release)
@@ -141,7 +142,7 @@ class Daemon:
             hang_timeout_s=sup.hang_timeout_s,
             stop_timeout_s=sup.stop_timeout_s * 0.5,
             log_level=self.config.logging.level,
-            log_queue=self._log_queue,
+            log_target=self._log_target,
         )
 
     # -- the loop --------------------------------------------------------------------------
@@ -165,7 +166,9 @@ class Daemon:
                 self._ready = True
                 self.notifier.ready()
                 logger.info("all %d streams running", len(self._supervisor.slots))
-            if watchdog and now >= next_watchdog and self._supervisor.healthy(now):
+            # systemd arms the watchdog once start-up is complete (READY=1).
+            ready = self._ready
+            if watchdog and ready and now >= next_watchdog and self._supervisor.healthy(now):
                 self.notifier.watchdog()
                 next_watchdog = now + watchdog
             if now >= next_status:
@@ -187,6 +190,18 @@ class Daemon:
             elif self._output is not None:
                 self._output.handle(sock)
 
+    def _pump_output(self, timeout_s: float) -> None:
+        """While workers stop: keep their packets flowing, but serve no control request (a
+        reload inside a stop or inside another reload would act on half-changed state)."""
+        socks = self._output.sockets if self._output else []
+        if not socks:
+            time.sleep(timeout_s)
+            return
+        ready, _, _ = zmq.select(socks, [], [], timeout_s)
+        for sock in ready:
+            assert self._output is not None
+            self._output.handle(sock)
+
     def _publish_status(self) -> None:
         status = self.status()
         line = summary_line(status)
@@ -203,6 +218,9 @@ class Daemon:
             self.reload()
         except ConfigError as exc:
             logger.error("reload refused, keeping the running config:\n%s", exc)
+        except Exception:
+            logger.exception("reload failed")
+            self.notifier.ready()
 
     def reload(self) -> dict[str, list[str]]:
         assert self._supervisor is not None
@@ -213,7 +231,9 @@ class Daemon:
         try:
             new = load_config(self.config_path)
             self._check_reloadable(new)
-            problems = preflight(new)
+            # The rings of the running streams are already in /dev/shm and will be given back.
+            held = sum(ring_bytes(s) for s in self.config.streams)
+            problems = preflight(new, shm_free=lambda: shm_free_bytes() + held)
             if problems:
                 raise ConfigError(problems)
         except ConfigError:
@@ -227,8 +247,7 @@ class Daemon:
         self.config = new
         self._output.set_streams(fresh)
         self._supervisor.remove(removed)
-        for stream in changed:
-            self._supervisor.replace(stream)
+        self._supervisor.replace(changed)
         self._supervisor.start(added)
         self._book.forget(removed)
         summary = {
@@ -241,7 +260,8 @@ class Daemon:
         return summary
 
     def _check_reloadable(self, new: DaemonConfig) -> None:
-        fixed = ("runtime_dir", "instance", "output", "control", "metrics")
+        fixed = ("runtime_dir", "instance", "output", "control", "metrics", "supervision",
+                 "logging")  # fmt: skip
         moved = [k for k in fixed if getattr(new, k) != getattr(self.config, k)]
         if moved:
             raise ConfigError(

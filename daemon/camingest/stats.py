@@ -47,7 +47,8 @@ class StatusBook:
     def stream_status(self, slot: dict[str, Any], subscribers: int | None) -> dict[str, Any]:
         name = slot["name"]
         health: P.WorkerHealth | None = slot["health"]
-        fps_in, fps_out, kbps = self.rates(name) if health else (0.0, 0.0, 0.0)
+        live = health is not None and slot["state"] == "running"
+        fps_in, fps_out, kbps = self.rates(name) if live else (0.0, 0.0, 0.0)
         drops = dict(health.drops) if health else {}
         return {
             "name": name,

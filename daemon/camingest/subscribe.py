@@ -96,7 +96,7 @@ class Subscriber:
             return None
         try:
             header = P.OutputHeader.unpack(frames[1])
-        except P.ProtocolError as exc:
+        except (P.ProtocolError, ValueError) as exc:  # ValueError: a codec this client lacks
             logger.warning("stream %s: bad output header: %s", stream, exc)
             self.dropped += 1
             return None
@@ -105,6 +105,12 @@ class Subscriber:
             state.synced = False
             state.epoch = None
             return Packet(stream, header, b"")
+        if (
+            state.epoch == header.epoch
+            and state.next_seq is not None
+            and header.packet_seq < state.next_seq
+        ):
+            return None  # a duplicate (the same daemon reached through two endpoints)
         if state.epoch != header.epoch or state.next_seq != header.packet_seq:
             if state.synced:
                 self.gaps += 1
@@ -129,7 +135,8 @@ class Subscriber:
         try:
             sock.connect(f"ipc://{self.control_path}")
             sock.send(json.dumps({"cmd": "keyframe", "stream": stream}).encode())
-            return bool(sock.poll(1000, zmq.POLLIN)) and json.loads(sock.recv()).get("ok", False)
+            # Briefly: while we wait here our own queue fills, and it is what overflowed.
+            return bool(sock.poll(100, zmq.POLLIN)) and json.loads(sock.recv()).get("ok", False)
         finally:
             sock.close()
 

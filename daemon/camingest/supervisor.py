@@ -18,7 +18,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.context import SpawnContext, SpawnProcess
-from multiprocessing.synchronize import Event
 from typing import Any
 
 from camingest import protocol as P
@@ -47,7 +46,6 @@ class StreamSlot:
     config: StreamConfig
     state: StreamState = StreamState.STOPPED
     process: SpawnProcess | None = None
-    stop_event: Event | None = None
     started_at: float = 0.0
     last_beat: float = 0.0
     backoff_until: float = 0.0
@@ -86,10 +84,9 @@ class Supervisor:
     def _spawn(self, slot: StreamSlot) -> None:
         name = slot.config.name
         sweep(ring_prefix(self.instance, name))  # rings of a previous worker of this stream
-        slot.stop_event = self._mp.Event()
         proc = self._mp.Process(
             target=worker_main,
-            args=(self._make_spec(slot.config), slot.stop_event),
+            args=(self._make_spec(slot.config),),
             name=f"camingest: worker {name}",
         )
         proc.start()
@@ -100,35 +97,36 @@ class Supervisor:
         slot.fatal = ""
         logger.info("stream %s: worker started, pid %s", name, proc.pid, extra={"STREAM": name})
 
-    def stop(self, names: Iterable[str] | None = None, timeout_s: float | None = None) -> None:
-        """Staged, in parallel: stop event -> join -> SIGTERM -> join -> SIGKILL -> reap."""
+    def stop(
+        self,
+        names: Iterable[str] | None = None,
+        timeout_s: float | None = None,
+        restart: bool = False,
+    ) -> None:
+        """Staged and in parallel: SIGTERM (SIGUSR1 when the stream will be restarted, so its
+        end-of-stream says so) -> join -> SIGKILL -> reap. The workers drain on the signal."""
         chosen = [self.slots[n] for n in (self.slots if names is None else names)]
         budget = self.policy.stop_timeout_s if timeout_s is None else timeout_s
         live = [s for s in chosen if s.process is not None and s.process.is_alive()]
         for s in live:
             s.state = StreamState.STOPPING
-            assert s.stop_event is not None
-            s.stop_event.set()
-        deadline = time.monotonic() + budget * 0.7
-        live = self._wait(live, deadline)
+            _signal(s, signal.SIGUSR1 if restart else signal.SIGTERM)
+        live = self._wait(live, time.monotonic() + budget)
         for s in live:
-            logger.warning("stream %s: worker %s did not stop in time; SIGTERM",
-                           s.config.name, _pid(s))  # fmt: skip
-            _signal(s, signal.SIGTERM)
-        live = self._wait(live, time.monotonic() + budget * 0.2)
-        for s in live:
-            logger.warning("stream %s: worker %s ignores SIGTERM; SIGKILL", s.config.name, _pid(s))
+            logger.warning("stream %s: worker %s did not stop within %.1f s; SIGKILL",
+                           s.config.name, _pid(s), budget)  # fmt: skip
             _signal(s, signal.SIGKILL)
         self._wait(live, time.monotonic() + 2.0)
         for s in chosen:
             self._reap(s)
             s.state = StreamState.STOPPED
 
-    def replace(self, stream: StreamConfig) -> None:
-        """Restart one stream with a new config (a reload changed it)."""
-        self.stop([stream.name])
-        self.slots[stream.name] = StreamSlot(stream)
-        self._spawn(self.slots[stream.name])
+    def replace(self, streams: list[StreamConfig]) -> None:
+        """Restart streams with new configs (a reload changed them), stopping them together."""
+        self.stop([s.name for s in streams], restart=True)
+        for stream in streams:
+            self.slots[stream.name] = StreamSlot(stream)
+            self._spawn(self.slots[stream.name])
 
     def _wait(self, slots: list[StreamSlot], deadline: float) -> list[StreamSlot]:
         """Wait until the deadline; returns the slots whose worker is still alive."""
@@ -180,6 +178,7 @@ class Supervisor:
     def _crashed(self, slot: StreamSlot, now: float, reason: str) -> None:
         name = slot.config.name
         self._reap(slot)
+        slot.health = None  # its numbers died with it
         slot.detail = reason
         slot.crashes.append(now)
         while slot.crashes and now - slot.crashes[0] > self.policy.restart_window_s:
@@ -229,22 +228,23 @@ class Supervisor:
     # -- queries ---------------------------------------------------------------------------
 
     def all_up(self) -> bool:
-        """Every stream running, or given up on (a failed camera must not hold READY back)."""
+        """Every stream has run, or has crashed at least once: a camera that keeps failing
+        must not hold READY back (its state says what is wrong)."""
         return all(
-            s.state in (StreamState.RUNNING, StreamState.FAILED) for s in self.slots.values()
+            s.state in (StreamState.RUNNING, StreamState.FAILED) or s.crashes
+            for s in self.slots.values()
         )
 
     def healthy(self, now: float | None = None) -> bool:
-        """True while every stream is running and beating, or deliberately failed."""
+        """False while a running worker misses its heartbeats (hung). Starting, backing-off
+        and failed streams are under the supervisor's control, which is what the watchdog
+        vouches for; a crash-looping camera must not get the whole service killed."""
         now = time.monotonic() if now is None else now
-        for s in self.slots.values():
-            if s.state is StreamState.FAILED:
-                continue
-            if s.state is not StreamState.RUNNING:
-                return False
-            if now - s.last_beat > max(2 * self.policy.heartbeat_interval_s, 1.0):
-                return False
-        return True
+        late = max(2 * self.policy.heartbeat_interval_s, 1.0)
+        return all(
+            s.state is not StreamState.RUNNING or now - s.last_beat <= late
+            for s in self.slots.values()
+        )
 
     def pids(self) -> dict[str, int | None]:
         return {n: (s.process.pid if s.process else None) for n, s in self.slots.items()}

@@ -13,7 +13,6 @@ import signal
 import threading
 import time
 from collections import deque
-from multiprocessing.synchronize import Event
 
 import zmq
 
@@ -28,6 +27,7 @@ from camingest.log import RateLimitedLog, configure_child
 logger = logging.getLogger(__name__)
 
 CODECS = {"h264": P.Codec.H264, "h265": P.Codec.H265}
+MIN_IDR_INTERVAL_S = 0.5  # forced IDRs (subscriptions, requests) are merged to this rate
 
 
 class PacketSink:
@@ -49,6 +49,7 @@ class PacketSink:
         self.last_packet = time.monotonic()
         self.latencies: deque[float] = deque(maxlen=2048)
         self._lock = threading.Lock()
+        self._closed = False
         self._sock = context.socket(zmq.PUSH)
         self._sock.setsockopt(zmq.SNDHWM, 2000)
         self._sock.setsockopt(zmq.LINGER, int(spec.stop_timeout_s * 1000))
@@ -67,9 +68,10 @@ class PacketSink:
             self.last_packet = time.monotonic()
         self.latencies.append((now_mono - packet.submitted_ns) / 1e6)
 
-    def send_eos(self) -> None:
+    def send_eos(self, restart: bool = False) -> None:
+        flags = P.OUT_EOS | (P.OUT_RESTART if restart else 0)
         with self._lock:
-            self._send([P.FANIN_PACKET, self.topic, self._header(P.OUT_EOS, 0, 0), b""])
+            self._send([P.FANIN_PACKET, self.topic, self._header(flags, 0, 0), b""])
 
     def send_health(self, health: P.WorkerHealth) -> None:
         with self._lock:
@@ -80,7 +82,9 @@ class PacketSink:
             self._send([P.FANIN_FATAL, self.topic, reason.encode()])
 
     def close(self) -> None:
-        self._sock.close()  # lingers up to stop_timeout_s so the last packets and eos get out
+        with self._lock:  # an encoder thread that was abandoned may still call on_packet
+            self._closed = True
+            self._sock.close()  # lingers up to stop_timeout_s: the last packets and eos get out
 
     def _header(self, flags: int, frame_seq: int, ts: int) -> bytes:
         s = self.spec.stream
@@ -91,6 +95,8 @@ class PacketSink:
         return header.pack()
 
     def _send(self, frames: list[bytes]) -> bool:
+        if self._closed:
+            return False
         try:
             self._sock.send_multipart(frames, zmq.NOBLOCK)
             return True
@@ -100,22 +106,26 @@ class PacketSink:
 
 
 class Worker:
-    def __init__(
-        self, spec: P.WorkerSpec, context: zmq.Context[zmq.Socket[bytes]], stop: Event
-    ) -> None:
+    def __init__(self, spec: P.WorkerSpec, context: zmq.Context[zmq.Socket[bytes]]) -> None:
         self.spec = spec
         self.stream = spec.stream
+        self.topic = spec.stream.name.encode()
         self._ctx = context
-        self._stop = stop
         self._term = False
-        self._force_next = True
+        self._restart = False  # stopped to be replaced: the end-of-stream says so
+        self._idr_due: float | None = 0.0  # the first frame is an IDR anyway; ask for it
+        self._last_idr = -MIN_IDR_INTERVAL_S
+        self._busy_since = 0.0  # when the encoder last went from idle to having frames
+        self._last_submit = 0.0
         self._channel: EncoderChannel | None = None
         self._target: P.PixelFormat | None = None
         self._encoder_errors = 0
         self._warn = RateLimitedLog(logger)
 
     def handle_term(self, signum: int, frame: object) -> None:
+        """SIGTERM: stop for good. SIGUSR1: stop because a new worker replaces this one."""
         self._term = True
+        self._restart = signum == signal.SIGUSR1
 
     def run(self) -> int:
         epoch = secrets.randbits(32) or 1
@@ -164,7 +174,7 @@ class Worker:
         poller.register(commands, zmq.POLLIN)
         interval = self.spec.heartbeat_interval_s
         next_beat = 0.0
-        while not (self._term or self._stop.is_set()):
+        while not self._term:
             if os.getppid() != self.spec.parent_pid:
                 logger.error("stream %s: the daemon is gone; stopping", self.stream.name)
                 break
@@ -189,12 +199,25 @@ class Worker:
                 frames = commands.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) == 2 and frames[1] == P.CMD_KEYFRAME:
-                self._force_next = True
+            # SUB matches prefixes: a request for cam10 also reaches cam1's socket.
+            if len(frames) == 2 and frames[0] == self.topic and frames[1] == P.CMD_KEYFRAME:
+                self.request_idr()
+
+    def request_idr(self) -> None:
+        """Force an IDR soon, at most one per MIN_IDR_INTERVAL_S: a subscriber toggling its
+        subscription must not turn every frame of every viewer into a keyframe."""
+        if self._idr_due is None:
+            self._idr_due = max(time.monotonic(), self._last_idr + MIN_IDR_INTERVAL_S)
 
     def _encode(self, frame: RawFrame, force: bool) -> P.ReleaseStatus:
         assert self._channel is not None
-        force, self._force_next = force or self._force_next, False
+        now = time.monotonic()
+        if force:
+            self.request_idr()
+        force = self._idr_due is not None and now >= self._idr_due
+        if self._channel.pending() == 0:
+            self._busy_since = now
+        self._last_submit = now
         if self._target is not None:
             planes = convert(frame.pixel_format, frame.width, frame.height, frame.planes,
                              self._target)  # fmt: skip
@@ -204,10 +227,11 @@ class Worker:
             self._channel.send_frame(frame, force_idr=force)
         except EncoderError as exc:
             self._encoder_errors += 1
-            self._force_next = force  # do not lose a requested keyframe with the failed frame
             self._warn.warning("send", "stream %s: frame %d refused: %s", self.stream.name,
                                frame.seq, exc)  # fmt: skip
-            return P.ReleaseStatus.ENCODER_ERROR
+            return P.ReleaseStatus.ENCODER_ERROR  # a requested IDR stays due for the next one
+        if force:
+            self._idr_due, self._last_idr = None, now
         return P.ReleaseStatus.CONSUMED
 
     def _on_frame_error(self, seq: int, message: str) -> None:
@@ -220,7 +244,11 @@ class Worker:
     ) -> P.WorkerHealth:
         assert self._channel is not None
         pending = self._channel.pending()
-        stalled = pending > 0 and now - sink.last_packet > self.spec.hang_timeout_s / 2
+        # Stalled: frames keep going in and nothing has come out for a while. An encoder that
+        # holds frames back (lookahead) while the camera pauses is not stalled.
+        limit = self.spec.hang_timeout_s / 2
+        progress = max(sink.last_packet, self._busy_since)
+        stalled = pending > 0 and now - progress > limit and now - self._last_submit < limit
         lat = sorted(sink.latencies)
         drops = dict(ingest.counters.drops)
         if self._encoder_errors:
@@ -251,24 +279,26 @@ class Worker:
             logger.error("stream %s: %s", self.stream.name, exc)
         finally:
             channel.close()
-        sink.send_eos()
+        sink.send_eos(restart=self._restart)
         logger.info("stream %s: worker stopped", self.stream.name)
 
 
-def run_worker(spec: P.WorkerSpec, stop: Event) -> int:
+def run_worker(spec: P.WorkerSpec) -> int:
     """Entry point of the spawned process."""
-    configure_child(spec.log_queue, spec.log_level, spec.stream.name)
+    configure_child(spec.log_target, spec.log_level, spec.stream.name)  # type: ignore[arg-type]
     # Ctrl-C reaches the whole process group; the daemon coordinates the stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    worker = Worker(spec, context, stop)
+    worker = Worker(spec, context)
     signal.signal(signal.SIGTERM, worker.handle_term)
+    signal.signal(signal.SIGUSR1, worker.handle_term)
     try:
         return worker.run()
     finally:
-        context.term()
+        # Whatever an error left open goes with linger 0; the sink already lingered.
+        context.destroy(linger=0)
 
 
-def worker_main(spec: P.WorkerSpec, stop: Event) -> None:
-    """multiprocessing target: the exit code is the process's exit status."""
-    raise SystemExit(run_worker(spec, stop))
+def worker_main(spec: P.WorkerSpec) -> None:
+    """multiprocessing target: the exit code becomes the process's exit status."""
+    raise SystemExit(run_worker(spec))

@@ -1,14 +1,12 @@
-"""Logging: worker records reach the parent over the relay, with their STREAM field."""
+"""Logging: parent and worker handlers, STREAM fields, rate limiting."""
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import re
-from multiprocessing.context import SpawnContext
-from multiprocessing.process import BaseProcess
-from multiprocessing.queues import Queue
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,99 +14,62 @@ import pytest
 from systemd.journal import JournalHandler
 
 from camingest.log import (
-    LogRelay,
     RateLimitedLog,
     StderrFormatter,
-    configure_child,
     configure_parent,
     journal_is_stderr,
     make_handler,
     parse_level,
 )
 
-
-def _worker(queue: Queue[logging.LogRecord], stream: str | None) -> None:
-    # Runs in a spawned process, the way run_worker starts.
-    configure_child(queue, "info", stream)
-    log = logging.getLogger("camingest.worker")
-    log.debug("below the level: never sent")
-    log.info("hello from %d", os.getpid())
-    log.warning("explicit stream wins", extra={"STREAM": "other"})
-    try:
-        raise RuntimeError("boom")
-    except RuntimeError:
-        log.exception("failed")
-
-
-class ListHandler(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def spawn_ctx() -> SpawnContext:
-    return multiprocessing.get_context("spawn")
-
-
-def run_child(ctx: SpawnContext, queue: Queue[logging.LogRecord], stream: str | None) -> None:
-    proc: BaseProcess = ctx.Process(target=_worker, args=(queue, stream), name="test-worker")
-    proc.start()
-    try:
-        proc.join(20)
-        assert proc.exitcode == 0
-    finally:
-        if proc.is_alive():
-            proc.kill()
-            proc.join(5)
+CHILD = """
+import logging, os
+from camingest.log import configure_child
+configure_child("stderr", "info", "cam7")
+log = logging.getLogger("camingest.worker")
+log.debug("below the level: never shown")
+log.info("hello from %d", os.getpid())
+log.warning("explicit stream wins", extra={"STREAM": "other"})
+try:
+    raise RuntimeError("boom")
+except RuntimeError:
+    log.exception("failed")
+"""
 
 
 @pytest.mark.process
 @pytest.mark.timeout(30)
-def test_child_records_reach_the_relay_with_stream(spawn_ctx: SpawnContext) -> None:
-    handler = ListHandler()
-    relay = LogRelay([handler], spawn_ctx)
-    relay.start()
-    try:
-        run_child(spawn_ctx, relay.queue, "cam7")
-    finally:
-        relay.stop()  # drains the queue before it returns
-    messages = [r.getMessage() for r in handler.records]
-    assert len(handler.records) == 3, messages
-    hello, explicit, failed = handler.records
-    assert re.fullmatch(r"hello from \d+", hello.getMessage())
-    assert vars(hello)["STREAM"] == "cam7"
-    assert hello.name == "camingest.worker"
-    assert hello.levelno == logging.INFO
-    assert hello.process != os.getpid()
-    assert vars(explicit)["STREAM"] == "other"
-    assert vars(failed)["STREAM"] == "cam7"
-    assert "RuntimeError: boom" in failed.getMessage()  # traceback formatted in the child
+def test_child_logs_on_its_own_with_its_stream() -> None:
+    """A worker logs with a handler of its own (no queue to the parent: its semaphores would
+    outlive a SIGKILL of the process group), every record tagged with its stream."""
+    env = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "JOURNAL_STREAM")}
+    result = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True,
+                            timeout=20, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    ts = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} "
+    assert re.fullmatch(ts + r"INFO camingest.worker \[cam7\] hello from \d+", lines[0]), lines
+    assert re.fullmatch(ts + r"WARNING camingest.worker \[other\] explicit stream wins", lines[1])
+    assert re.fullmatch(ts + r"ERROR camingest.worker \[cam7\] failed", lines[2])
+    assert "RuntimeError: boom" in result.stderr
+    assert "never shown" not in result.stderr
 
 
-@pytest.mark.process
-@pytest.mark.timeout(30)
-def test_configure_parent_stderr_end_to_end(
-    spawn_ctx: SpawnContext, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_configure_parent_stderr_and_restore(capsys: pytest.CaptureFixture[str]) -> None:
     root = logging.getLogger()
     before = root.handlers[:]
-    relay = configure_parent("info", "stderr", ctx=spawn_ctx, env={})
+    setup = configure_parent("info", "stderr", env={})
     try:
+        assert setup.target == "stderr"
         assert len(root.handlers) == 1
         logging.getLogger("camingest.runtime").info("parent here", extra={"STREAM": "cam0"})
         logging.getLogger("camingest.runtime").debug("not shown")
-        run_child(spawn_ctx, relay.queue, "cam1")
     finally:
-        relay.stop()
+        setup.stop()
     assert root.handlers == before
     err = capsys.readouterr().err.splitlines()
     ts = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} "  # not under systemd: timestamps
     assert re.fullmatch(ts + r"INFO camingest.runtime \[cam0\] parent here", err[0]), err
-    assert re.fullmatch(ts + r"INFO camingest.worker \[cam1\] hello from \d+", err[1]), err
     assert not any("not shown" in line for line in err)
 
 

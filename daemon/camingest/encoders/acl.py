@@ -213,10 +213,15 @@ class AclChannel:
             user_data = (frame.seq, frame.timestamp_ns, time.monotonic_ns(), slot)
             with self._cond:
                 self._pending += 1
-            ret = media.venc_send_frame(res.desc, res.pics[slot], 0, res.cfg, user_data)
-            if ret != 0:
-                with self._cond:
-                    self._pending -= 1
+            try:
+                ret = media.venc_send_frame(res.desc, res.pics[slot], 0, res.cfg, user_data)
+            except Exception as exc:  # pyACL raises, e.g. RuntimeError with no callback set
+                ret = -1
+                raise EncoderError(f"venc_send_frame raised {type(exc).__name__}: {exc}") from exc
+            finally:
+                if ret != 0:
+                    with self._cond:
+                        self._pending -= 1
             check("venc_send_frame", ret)
         except BaseException:
             self._give_back(slot)

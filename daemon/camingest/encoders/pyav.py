@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_ENCODERS = {CodecName.H264: "libx264", CodecName.H265: "libx265"}
 NATIVE_CANDIDATES = (PixelFormat.NV12, PixelFormat.NV21, PixelFormat.I420)
 QUEUE_DEPTH = 2  # frames waiting for the encode thread: enough to overlap, little latency
+PUT_WAIT_S = 10.0  # longer than any sane encode; the supervisor's hang check usually acts first
 _EOS = None
 
 
@@ -137,16 +138,36 @@ class PyAVChannel:
         av_frame.pts = self._pts
         if force_idr:
             av_frame.pict_type = PictureType.I
-        self._meta[self._pts] = _Meta(frame.seq, frame.timestamp_ns, time.monotonic_ns())
+        meta = _Meta(frame.seq, frame.timestamp_ns, time.monotonic_ns())
+        self._meta[self._pts] = meta  # before the put: the encode thread looks it up
+        try:
+            self._put((av_frame, meta))
+        except EncoderError:
+            del self._meta[self._pts]
+            raise
         self._pts += 1
         self._sent += 1
-        self._queue.put((av_frame, self._meta[av_frame.pts]))
+
+    def _put(self, item: tuple[av.VideoFrame, _Meta] | None, wait_s: float = PUT_WAIT_S) -> None:
+        """Queue for the encode thread; bounded, so a dead or stuck thread is an error."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            if self._thread is None or not self._thread.is_alive():
+                raise EncoderError(f"{self._name}: the encode thread has stopped")
+            try:
+                self._queue.put(item, timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+                return
+            except queue.Full:
+                if time.monotonic() >= deadline:
+                    raise EncoderError(
+                        f"{self._name}: the encoder took no frame for {wait_s:g} s"
+                    ) from None
 
     def send_eos(self, timeout_s: float) -> None:
         if self._thread is None or self._ended:
             return
         self._ended = True
-        self._queue.put(_EOS, timeout=timeout_s)
+        self._put(_EOS, timeout_s)
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             raise EncoderError(f"{self._name}: flush did not finish within {timeout_s:g} s")
@@ -170,13 +191,17 @@ class PyAVChannel:
     def _run(self) -> None:
         ctx = self._ctx
         assert ctx is not None
-        while True:
-            item = self._queue.get()
-            if item is _EOS:
-                self._encode(ctx, None, None)
-                return
-            frame, meta = item
-            self._encode(ctx, frame, meta)
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _EOS:
+                    self._encode(ctx, None, None)
+                    return
+                frame, meta = item
+                self._encode(ctx, frame, meta)
+        except Exception:
+            # send_frame sees the thread gone and raises; the worker reports it.
+            logger.exception("%s: the encode thread failed", self._name)
 
     def _encode(
         self, ctx: av.VideoCodecContext, frame: av.VideoFrame | None, meta: _Meta | None
@@ -196,9 +221,14 @@ class PyAVChannel:
 
     def _deliver(self, data: bytes, pts: int | None) -> None:
         meta = self._meta.pop(pts, None) if pts is not None else None
-        if meta is None:
+        if meta is None or pts is None:
             logger.warning("%s: packet with unknown pts %s dropped", self._name, pts)
             return
+        # Without B-frames packets come in input order: earlier frames still waiting were
+        # dropped by the encoder and will never come.
+        for old in [p for p in list(self._meta) if p < pts]:  # list(): the other thread adds
+            del self._meta[old]
+            self._done += 1
         keyframe = is_keyframe(data, self.params.codec)
         data = self._keeper.process(data, keyframe)
         self._done += 1

@@ -312,6 +312,24 @@ def bench_client(
     return result
 
 
+def handshake(sock: zmq.Socket[bytes], args: argparse.Namespace) -> P.Welcome:
+    """HELLO until WELCOME; BUSY (the previous benchmark's capture is still the owner for
+    2 s after its last frame) is retried."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        sock.send(P.Hello(SHM, args.width, args.height, FMT, P.Transport.SHM).pack())
+        if not sock.poll(2000, zmq.POLLIN):
+            continue
+        frames = sock.recv_multipart()
+        if P.message_kind(frames[0]) == P.Kind.WELCOME:
+            return P.Welcome.unpack(frames[0])
+        code, reason = P.unpack_refuse(frames)
+        if code != P.RefuseCode.BUSY:
+            raise RuntimeError(f"refused: {reason}")
+        time.sleep(0.5)
+    raise RuntimeError("no WELCOME from the worker")
+
+
 def bench_descriptors(
     daemon: Daemon, endpoint: str, n: int, args: argparse.Namespace, rate: float = 0.0
 ) -> dict[str, Any]:
@@ -323,10 +341,7 @@ def bench_descriptors(
     sock.setsockopt(zmq.LINGER, 0)
     try:
         sock.connect(endpoint)
-        sock.send(P.Hello(SHM, args.width, args.height, FMT, P.Transport.SHM).pack())
-        if not sock.poll(10000, zmq.POLLIN):
-            raise RuntimeError("no WELCOME from the worker")
-        welcome = P.Welcome.unpack(sock.recv())
+        welcome = handshake(sock, args)
         pids = {"main": daemon.proc.pid, "worker": int(daemon.stream_status(SHM)["pid"])}
         free = list(range(welcome.slot_count))
         not_consumed = 0

@@ -59,6 +59,8 @@ class StatusBook:
             "fps_out": round(fps_out, 2),
             "frames_in": health.frames_in if health else 0,
             "frames_encoded": health.frames_encoded if health else 0,
+            "packets_out": health.packets_out if health else 0,
+            "bytes_out": health.bytes_out if health else 0,
             "drops": drops,
             "drops_total": sum(drops.values()),
             "bitrate_kbps": round(kbps, 1),

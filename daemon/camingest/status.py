@@ -7,8 +7,8 @@ Status document (plain dicts, so it goes through json unchanged)::
       "daemon": {
         "pid": int,            # the main process
         "uptime_s": float,     # since the daemon started
-        "config": str,         # path of the loaded config file
-        "state": str,          # starting | running | reloading | stopping
+        "config": str | None,  # path of the loaded config file
+        "state": str,          # starting | running | stopping
         "version": str         # camingest.__version__
       },
       "streams": [             # in config order
@@ -21,19 +21,21 @@ Status document (plain dicts, so it goes through json unchanged)::
           "fps_out": float,    # encoded frames per second (sliding window)
           "frames_in": int,    # totals of the current worker (reset when it restarts)
           "frames_encoded": int,
+          "packets_out": int,  # packets handed to the output
+          "bytes_out": int,
           "drops": {reason: int},   # reason: protocol.DropReason values
           "drops_total": int,  # sum of drops
           "bitrate_kbps": float,    # output bitrate (sliding window)
-          "latency_p50_ms": float,  # encode latency percentiles
-          "latency_p99_ms": float,
+          "latency_p50_ms": float | None,  # encode latency percentiles; None before the
+          "latency_p99_ms": float | None,  # worker's first heartbeat
+          "capture_connected": bool,  # a capture holds a session
           "subscribers": int | None,  # None when unknown
           "detail": str        # last error, "" when none
         }
       ]
     }
 
-Metrics (metrics.py) read the same stream dicts, plus "packets_out" and "bytes_out" when
-present.
+Metrics (metrics.py) read the same stream dicts.
 """
 
 from __future__ import annotations

@@ -23,10 +23,7 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,43 +32,20 @@ from pathlib import Path
 from typing import Any, cast
 
 import av
-import numpy as np
-import numpy.typing as npt
-import yaml
+from benchlib import Daemon, Frame, make_frames, proc_cpu_s
 
 from camingest.avframes import to_av_frame
 from camingest.capture import CaptureClient
 from camingest.config import DaemonConfig, StreamConfig
-from camingest.control import call
 from camingest.encoders.base import ChannelParams
 from camingest.encoders.pyav import DEFAULT_ENCODERS, encoder_options
-from camingest.errors import ControlError
-from camingest.protocol import PixelFormat, packed_shape, plane_layout
+from camingest.protocol import PixelFormat, plane_layout
 from camingest.subscribe import Subscriber
 
-Frame = npt.NDArray[np.uint8]
 STREAM = "bench"
 
 
 # -- frames ------------------------------------------------------------------------------------
-
-
-def make_frames(width: int, height: int, count: int) -> list[Frame]:
-    """`count` distinct NV12 frames in the packed layout CaptureClient.send takes: gradients
-    with a moving box, so consecutive frames differ and the encoder has real work."""
-    y, x = np.ogrid[0:height, 0:width]
-    cy, cx = np.ogrid[0 : height // 2, 0 : width // 2]
-    frames = []
-    for i in range(count):
-        luma = ((x * 2 + y + i * 4) % 200 + 28).astype(np.uint8)
-        bx, by = (i * 17) % (width - 64), (i * 11) % (height - 64)
-        luma[by : by + 64, bx : bx + 64] = 235
-        uv = np.empty((height // 2, width), dtype=np.uint8)
-        uv[:, 0::2] = ((cx + i) % 64 + 96).astype(np.uint8)
-        uv[:, 1::2] = ((cy * 2 + i) % 64 + 96).astype(np.uint8)
-        frame = np.concatenate([luma.reshape(-1), uv.reshape(-1)])
-        frames.append(frame.reshape(packed_shape(PixelFormat.NV12, width, height)))
-    return frames
 
 
 def planes_of(frame: Frame, width: int, height: int) -> tuple[Frame, ...]:
@@ -190,84 +164,6 @@ def x264_version(stream: StreamConfig, frames: list[Frame]) -> str:
 # -- (b) the daemon ----------------------------------------------------------------------------
 
 
-class Daemon:
-    """A camingest daemon in its own session; stop() always cleans up."""
-
-    def __init__(self, config: dict[str, Any], workdir: Path) -> None:
-        self.config = config
-        self.workdir = workdir
-        self.runtime_dir = Path(config["runtime_dir"])
-        self.instance = str(config["instance"])
-        self.log_path = workdir / "daemon.log"
-        path = workdir / "camingest.yaml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        env = os.environ | {"PYTHONUNBUFFERED": "1"}
-        env.pop("NOTIFY_SOCKET", None)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "camingest", "run", "-c", str(path),
-                 "--log-target", "stderr"],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            )  # fmt: skip
-
-    @property
-    def control(self) -> Path:
-        return self.runtime_dir / "control.sock"
-
-    def ingest(self, stream: str) -> str:
-        return f"ipc://{self.runtime_dir}/ingest/{stream}.sock"
-
-    @property
-    def out(self) -> str:
-        return f"ipc://{self.runtime_dir}/out.sock"
-
-    def status(self) -> dict[str, Any]:
-        return cast(dict[str, Any], call(self.control, "status", timeout_s=5.0))
-
-    def stream_status(self, name: str) -> dict[str, Any]:
-        return next(s for s in self.status()["streams"] if s["name"] == name)
-
-    def wait(self, pred: Any, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if pred():
-                    return
-            except ControlError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out waiting for {what}:\n{self.log()}")
-            time.sleep(0.05)
-
-    def wait_running(self, timeout: float = 30.0) -> None:
-        self.wait(lambda: all(s["state"] == "running" for s in self.status()["streams"]),
-                  timeout, "all streams running")  # fmt: skip
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> list[str]:
-        """SIGTERM, then SIGKILL of the whole group; returns (and removes) shm leftovers."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                print("daemon did not stop within 15 s: SIGKILL", file=sys.stderr)
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # workers too, if any outlived it
-        except ProcessLookupError:
-            pass
-        if self.proc.poll() is None:
-            self.proc.wait(5)
-        leftovers = sorted(str(p) for p in Path("/dev/shm").glob(f"camingest.{self.instance}.*"))
-        for p in leftovers:
-            Path(p).unlink(missing_ok=True)
-        return leftovers
-
-
 class Collector(threading.Thread):
     """Receives packets of one stream and notes when the expected count has arrived."""
 
@@ -305,12 +201,6 @@ class Collector(threading.Thread):
         self._stop_evt.set()
         self.join(5)
         self.sub.close()
-
-
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_daemon_round(

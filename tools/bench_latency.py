@@ -27,17 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_encode import (
-    STREAM,
-    Daemon,
-    Frame,
-    daemon_config,
-    machine,
-    make_frames,
-    open_bare,
-    planes_of,
-    stream_config,
-)
+from bench_encode import STREAM, daemon_config, machine, open_bare, planes_of, stream_config
+from benchlib import Daemon, Frame, make_frames
 
 from camingest.avframes import to_av_frame
 from camingest.capture import CaptureClient

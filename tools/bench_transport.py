@@ -30,25 +30,20 @@ import multiprocessing as mp
 import os
 import platform
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import yaml
 import zmq
+from benchlib import Daemon, make_frames, proc_cpu_s
 
 from camingest import protocol as P
 from camingest.capture import CaptureClient
-from camingest.control import call
-from camingest.errors import ControlError
 
 Frame = npt.NDArray[np.uint8]
 SHM, TCP = "shm", "tcp"
@@ -56,18 +51,6 @@ FMT = P.PixelFormat.NV12
 
 
 # -- frames ------------------------------------------------------------------------------------
-
-
-def make_frames(width: int, height: int, count: int) -> list[Frame]:
-    """`count` distinct NV12 frames in the packed layout (a moving gradient)."""
-    shape = P.packed_shape(FMT, width, height)
-    rows, cols = np.ogrid[0 : shape[0], 0 : shape[1]]
-    return [((rows + cols * 2 + i * 7) % 251).astype(np.uint8) for i in range(count)]
-
-
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    return sum(proc_times_s(pid))
 
 
 def proc_times_s(pid: int) -> tuple[float, float]:
@@ -174,68 +157,6 @@ def bench_pushpull(frames: list[Frame], n: int, workdir: Path) -> dict[str, Any]
 
 
 # -- the daemon --------------------------------------------------------------------------------
-
-
-class Daemon:
-    """A camingest daemon in its own session; stop() always cleans up."""
-
-    def __init__(self, config: dict[str, Any], workdir: Path) -> None:
-        self.config = config
-        self.runtime_dir = Path(config["runtime_dir"])
-        self.instance = str(config["instance"])
-        self.log_path = workdir / "daemon.log"
-        path = workdir / "camingest.yaml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        env = os.environ | {"PYTHONUNBUFFERED": "1"}
-        env.pop("NOTIFY_SOCKET", None)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "camingest", "run", "-c", str(path),
-                 "--log-target", "stderr"],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            )  # fmt: skip
-
-    def status(self) -> dict[str, Any]:
-        return cast(dict[str, Any], call(self.runtime_dir / "control.sock", "status"))
-
-    def stream_status(self, name: str) -> dict[str, Any]:
-        return next(s for s in self.status()["streams"] if s["name"] == name)
-
-    def wait(self, pred: Any, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if pred():
-                    return
-            except ControlError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out waiting for {what}:\n{self.log()}")
-            time.sleep(0.05)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> list[str]:
-        """SIGTERM, then SIGKILL of the whole group; returns (and removes) shm leftovers."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                print("daemon did not stop within 15 s: SIGKILL", file=sys.stderr)
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # workers too, if any outlived it
-        except ProcessLookupError:
-            pass
-        if self.proc.poll() is None:
-            self.proc.wait(5)
-        leftovers = sorted(str(p) for p in Path("/dev/shm").glob(f"camingest.{self.instance}.*"))
-        for p in leftovers:
-            Path(p).unlink(missing_ok=True)
-        return leftovers
 
 
 def free_port() -> int:

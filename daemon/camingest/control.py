@@ -89,7 +89,10 @@ class ControlServer:
         if self.sock is not None:
             self.sock.close(linger=0)
             self.sock = None
-        self.path.unlink(missing_ok=True)
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:  # e.g. its directory was never there (open failed)
+            logger.debug("control socket %s not removed: %s", self.path, exc)
 
 
 def _error(code: ControlCode, message: str) -> dict[str, Any]:

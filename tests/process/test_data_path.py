@@ -257,3 +257,24 @@ def test_inline_transport_over_tcp(make_daemon, stream, workdir):
     decoded = decode_annexb(b"".join(p.data for p in got), "h264")
     assert len(decoded) == 20
     assert min(psnr(a, b) for a, b in zip(decoded, sent, strict=True)) > 30
+
+
+@pytest.mark.timeout(60)
+def test_a_second_capture_is_refused_while_the_first_is_sending(make_daemon, stream):
+    from helpers import Feeder
+
+    daemon = make_daemon([stream("cam0")])
+    feed = Feeder(daemon, "cam0", fps=60).start()
+    wait_until(lambda: len(feed.sent) >= 10, 15, "frames")
+    second = CaptureClient(daemon.ingest("cam0"), "cam0", 160, 120, "nv12")
+    with pytest.raises(CaptureError, match="another capture is sending"):
+        second.connect(timeout_s=2.5)
+    second.close()
+    n = len(feed.sent)
+    wait_until(lambda: len(feed.sent) > n + 10, 15, "the first capture going on")
+    feed.stop()
+    assert feed.dropped <= 1
+    # Once the first has stopped, a new capture takes the stream over.
+    third = client(daemon, "cam0")
+    assert third.send(np.zeros((180, 160), np.uint8))
+    third.close()

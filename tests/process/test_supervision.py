@@ -220,3 +220,56 @@ def test_a_subscriber_that_never_reads_slows_no_one(make_daemon, stream):
         check_decodes(later, second.sent, "h264")
     finally:
         stalled.close()
+
+
+@pytest.mark.timeout(90)
+def test_an_encoder_that_holds_frames_back_is_not_taken_for_hung(make_daemon, stream):
+    """x264 with lookahead keeps frames while the camera pauses: that is not a stall, and at
+    the stop the flush delivers every frame."""
+    daemon = make_daemon([stream("cam0", encoder={"preset": "veryfast", "tune": None})],
+                         supervision={"hang_timeout_s": 2.0})  # fmt: skip
+    col = Collector(daemon.out, ["cam0"]).start()
+    daemon.wait_subscribers("cam0")
+    feed = Feeder(daemon, "cam0", fps=60).start()
+    wait_until(lambda: len(feed.sent) >= 20, 15, "frames")
+    feed.stop()
+    time.sleep(3.0)  # the camera pauses for longer than the hang timeout
+    status = daemon.stream_status("cam0")
+    assert status["restarts"] == 0 and status["state"] == "running"
+    assert len(col.packets["cam0"]) < len(feed.sent)  # frames were indeed held back
+    assert daemon.stop() == 0
+    wait_until(lambda: "cam0" in col.eos, 10, "end of stream")
+    col.stop()
+    assert [p.header.frame_seq for p in col.packets["cam0"]] == sorted(feed.sent)
+    check_decodes(col.packets["cam0"], feed.sent, "h264")
+
+
+@pytest.mark.timeout(90)
+def test_subscription_churn_does_not_make_every_frame_a_keyframe(make_daemon, stream):
+    import zmq
+
+    daemon = make_daemon([stream("cam0", encoder={"gop": 1000})])
+    col = Collector(daemon.out, ["cam0"]).start()
+    daemon.wait_subscribers("cam0")
+    feed = Feeder(daemon, "cam0", fps=60).start()
+    ctx = zmq.Context()
+    churn = ctx.socket(zmq.SUB)
+    churn.setsockopt(zmq.LINGER, 0)
+    churn.connect(daemon.out)
+    try:
+        wait_until(lambda: len(feed.sent) >= 5, 15, "frames")
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:  # 400 subscribe/unsubscribe pairs in 2 s
+            churn.setsockopt(zmq.SUBSCRIBE, b"cam0")
+            churn.setsockopt(zmq.UNSUBSCRIBE, b"cam0")
+            time.sleep(0.005)
+    finally:
+        churn.close()
+        ctx.term()
+    feed.stop()
+    wait_until(lambda: len(col.packets["cam0"]) >= len(feed.sent), 15, "every packet")
+    col.stop()
+    keyframes = sum(p.header.keyframe for p in col.packets["cam0"])
+    # At most one forced IDR per 0.5 s, plus the first frame.
+    assert keyframes <= 2 + 2.0 / 0.5 + 1, keyframes
+    assert keyframes >= 2  # the churn did get its keyframes, merged

@@ -1,14 +1,16 @@
 """`pyav` backend: FFmpeg encoders through PyAV (libx264, libx265, and hardware ones by name).
 
-The channel mirrors VENC: send_frame copies the frame into an FFmpeg frame and queues it; a
-thread of the channel encodes and delivers packets through the callback, in order.
+The channel keeps VENC's shape (send_frame, packets through a callback, eos drains) but encodes
+in the caller's thread: send_frame copies the frame into an FFmpeg frame, encodes it and
+delivers the packets it yields before it returns. FFmpeg's encoders run threads of their own;
+a thread of ours in front of them cost the worker about 1 ms of CPU per 1080p frame in
+tools/bench_encode.py (hand-off and GIL traffic) and bought nothing. Frames an encoder holds
+back (lookahead) come out with later calls, or with send_eos.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -35,9 +37,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ENCODERS = {CodecName.H264: "libx264", CodecName.H265: "libx265"}
 NATIVE_CANDIDATES = (PixelFormat.NV12, PixelFormat.NV21, PixelFormat.I420)
-QUEUE_DEPTH = 2  # frames waiting for the encode thread: enough to overlap, little latency
-PUT_WAIT_S = 10.0  # longer than any sane encode; the supervisor's hang check usually acts first
-_EOS = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +83,6 @@ class PyAVChannel:
         self._on_error = on_error
         self._name = params.encoder.encoder or DEFAULT_ENCODERS[params.codec]
         self._ctx: av.VideoCodecContext | None = None
-        self._queue: queue.Queue[tuple[av.VideoFrame, _Meta] | None] = queue.Queue(QUEUE_DEPTH)
-        self._thread: threading.Thread | None = None
         self._meta: dict[int, _Meta] = {}
         self._pts = 0
         self._sent = 0
@@ -126,8 +123,6 @@ class PyAVChannel:
             raise EncoderError(f"cannot open {self._name} for stream {p.stream}: {exc}") from exc
         self._keeper = ParameterSetKeeper(p.codec, bytes(ctx.extradata or b""))
         self._ctx = ctx
-        self._thread = threading.Thread(target=self._run, name=f"encode-{p.stream}", daemon=True)
-        self._thread.start()
 
     def send_frame(self, frame: RawFrame, *, force_idr: bool = False) -> None:
         if self._ctx is None or self._ended:
@@ -139,69 +134,23 @@ class PyAVChannel:
         if force_idr:
             av_frame.pict_type = PictureType.I
         meta = _Meta(frame.seq, frame.timestamp_ns, time.monotonic_ns())
-        self._meta[self._pts] = meta  # before the put: the encode thread looks it up
-        try:
-            self._put((av_frame, meta))
-        except EncoderError:
-            del self._meta[self._pts]
-            raise
+        self._meta[self._pts] = meta
         self._pts += 1
         self._sent += 1
-
-    def _put(self, item: tuple[av.VideoFrame, _Meta] | None, wait_s: float = PUT_WAIT_S) -> None:
-        """Queue for the encode thread; bounded, so a dead or stuck thread is an error."""
-        deadline = time.monotonic() + wait_s
-        while True:
-            if self._thread is None or not self._thread.is_alive():
-                raise EncoderError(f"{self._name}: the encode thread has stopped")
-            try:
-                self._queue.put(item, timeout=min(0.5, max(0.0, deadline - time.monotonic())))
-                return
-            except queue.Full:
-                if time.monotonic() >= deadline:
-                    raise EncoderError(
-                        f"{self._name}: the encoder took no frame for {wait_s:g} s"
-                    ) from None
+        self._encode(self._ctx, av_frame, meta)
 
     def send_eos(self, timeout_s: float) -> None:
-        if self._thread is None or self._ended:
+        if self._ctx is None or self._ended:
             return
         self._ended = True
-        self._put(_EOS, timeout_s)
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():
-            raise EncoderError(f"{self._name}: flush did not finish within {timeout_s:g} s")
+        self._encode(self._ctx, None, None)  # flush: the held-back frames come out now
 
     def pending(self) -> int:
         return self._sent - self._done
 
     def close(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            self._ended = True
-            try:
-                self._queue.put(_EOS, timeout=1.0)
-            except queue.Full:
-                logger.warning("%s: encode thread is stuck; abandoning it", self._name)
-            self._thread.join(2.0)
-        self._thread = None
+        self._ended = True
         self._ctx = None
-
-    # -- encode thread ---------------------------------------------------------------------
-
-    def _run(self) -> None:
-        ctx = self._ctx
-        assert ctx is not None
-        try:
-            while True:
-                item = self._queue.get()
-                if item is _EOS:
-                    self._encode(ctx, None, None)
-                    return
-                frame, meta = item
-                self._encode(ctx, frame, meta)
-        except Exception:
-            # send_frame sees the thread gone and raises; the worker reports it.
-            logger.exception("%s: the encode thread failed", self._name)
 
     def _encode(
         self, ctx: av.VideoCodecContext, frame: av.VideoFrame | None, meta: _Meta | None
@@ -226,7 +175,7 @@ class PyAVChannel:
             return
         # Without B-frames packets come in input order: earlier frames still waiting were
         # dropped by the encoder and will never come.
-        for old in [p for p in list(self._meta) if p < pts]:  # list(): the other thread adds
+        for old in [p for p in self._meta if p < pts]:
             del self._meta[old]
             self._done += 1
         keyframe = is_keyframe(data, self.params.codec)

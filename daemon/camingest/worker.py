@@ -136,6 +136,10 @@ class Worker:
             logger.error("stream %s: %s", self.stream.name, exc)
             sink.send_fatal(str(exc))
             return int(exc.exit_code) or ExitCode.FAILURE
+        except Exception as exc:  # a bug or a misbehaving library: still say what it was
+            logger.exception("stream %s: worker failed", self.stream.name)
+            sink.send_fatal(f"{type(exc).__name__}: {exc}")
+            return ExitCode.FAILURE
         finally:
             sink.close()
 

@@ -44,6 +44,7 @@ ENTYPE: dict[tuple[CodecName, str], int] = {
 PIC_FORMAT = {PixelFormat.NV12: 1, PixelFormat.NV21: 2}
 RC_MODE = {RateControl.VBR: 1, RateControl.CBR: 2}
 ACL_DEVICE = 0
+ACL_HOST = 1
 HOST_TO_DEVICE, DEVICE_TO_HOST, DEVICE_TO_DEVICE = 1, 2, 3
 REPORT_TIMEOUT = 507012
 REPEAT_INITIALIZE = 100002
@@ -316,7 +317,8 @@ class AclChannel:
         ctx, ret = acl.rt.create_context(enc.device_id)
         check("acl.rt.create_context", ret)
         res.context = check_handle("acl.rt.create_context", ctx)
-        mode, ret = acl.rt.get_run_mode()
+        get_run_mode = getattr(acl.rt, "get_run_mode", None)  # optional in the docs (§1.1)
+        mode, ret = get_run_mode() if get_run_mode else (ACL_HOST, 0)
         check("acl.rt.get_run_mode", ret)
         # On the board (ACL_DEVICE) host and device memory are one; samples copy device to
         # device there, and host<->device only in ACL_HOST mode (acl-venc §1.8).

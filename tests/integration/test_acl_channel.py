@@ -357,3 +357,25 @@ def test_acl_problems_by_soc() -> None:
         assert text in problems
     h264_area = StreamConfig.model_validate({"name": "cam0", "width": 4096, "height": 4096})
     assert "area" in " ".join(acl_problems(h264_area, "310P"))
+
+
+@pytest.mark.timeout(60)
+def test_without_start_thread_a_python_thread_reports(
+    acl: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The newest docs mark acl.util.start_thread unsupported on some boards: the channel then
+    runs its report loop on a Python thread, whose pthread id it registers."""
+    monkeypatch.delattr(acl.util, "start_thread")
+    sink = Sink()
+    ch = AclChannel(make_params(), sink.on_packet, sink.on_error, acl=acl)
+    ch.open()
+    try:
+        for i in range(10):
+            ch.send_frame(raw_frame(PixelFormat.NV12, 160, 120, i))
+        ch.send_eos(10.0)
+    finally:
+        ch.close()
+    report = acl.sim.last_report()
+    assert report is not None and report["clean"], report
+    assert [p.seq for p in sink.packets] == [100 + i for i in range(10)]
+    assert len(decode(sink.packets, "h264")) == 10

@@ -153,6 +153,7 @@ class AclChannel:
         self._pending = 0
         self._state = "new"  # new -> open -> ended -> closed
         self._stop = threading.Event()
+        self._py_thread: threading.Thread | None = None  # when pyACL has no start_thread
         self._keeper = ParameterSetKeeper(params.codec)
         # The channel's picture format: the stream's when VENC takes it; every other format is
         # converted to nv12 by the worker before send_frame.
@@ -260,7 +261,11 @@ class AclChannel:
             res.desc = 0
         if res.thread_id:  # only now: destroy needs the thread inside process_report
             self._stop.set()
-            self._release("acl.util.stop_thread", acl.util.stop_thread, res.thread_id)
+            if self._py_thread is not None:
+                self._py_thread.join(REPORT_TIMEOUT_MS / 1000 + 1)
+                self._py_thread = None
+            else:
+                self._release("acl.util.stop_thread", acl.util.stop_thread, res.thread_id)
             res.thread_id = 0
         if res.cfg:
             self._release("venc_destroy_frame_config", media.venc_destroy_frame_config, res.cfg)
@@ -330,9 +335,7 @@ class AclChannel:
         problems = limit_problems(p.width, p.height, p.fps, enc, soc)
         if problems:
             raise EncoderError("VENC would refuse this stream: " + "; ".join(problems))
-        tid, ret = acl.util.start_thread(self._report_loop, [res.context])
-        check("acl.util.start_thread", ret)
-        res.thread_id = tid
+        res.thread_id = self._start_report_thread(res.context)
         self._create_channel(settings)
         self._create_pool()
         staging = np.zeros(self._buf_size, dtype=np.uint8)  # padding stays zero
@@ -466,6 +469,28 @@ class AclChannel:
             log.warning("%s returned %d (%s)", call, ret, describe(ret), extra=self._log_extra)
 
     # --- callback thread ----------------------------------------------------------------------
+
+    def _start_report_thread(self, context: int) -> int:
+        """The callback thread: pyACL's start_thread where it exists; the newest docs mark it
+        unsupported on Atlas 200I/500 A2 and 310P (acl-venc §9), so otherwise a Python thread,
+        whose pthread id is what subscribe-report takes."""
+        start = getattr(self._acl.util, "start_thread", None)
+        if start is not None:
+            tid, ret = start(self._report_loop, [context])
+            check("acl.util.start_thread", ret)
+            return int(tid)
+        ready = threading.Event()
+        ident: list[int] = []
+
+        def run() -> None:
+            ident.append(threading.get_ident())
+            ready.set()
+            self._report_loop([context])
+
+        self._py_thread = threading.Thread(target=run, name="acl-venc-report", daemon=True)
+        self._py_thread.start()
+        ready.wait(5)
+        return ident[0]
 
     def _report_loop(self, args: list[Any]) -> None:
         rt = self._acl.rt

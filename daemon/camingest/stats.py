@@ -10,13 +10,19 @@ from typing import Any
 from camingest import protocol as P
 from camingest.status import RateMeter
 
+RATE_WINDOW_S = 2.0  # fps and bitrate in the status: recent enough to follow a change
+
+
+def _meter() -> RateMeter:
+    return RateMeter(RATE_WINDOW_S)
+
 
 @dataclass
 class _Meters:
     pid: int
-    frames_in: RateMeter = field(default_factory=RateMeter)
-    packets: RateMeter = field(default_factory=RateMeter)
-    bits: RateMeter = field(default_factory=RateMeter)
+    frames_in: RateMeter = field(default_factory=_meter)
+    packets: RateMeter = field(default_factory=_meter)
+    bits: RateMeter = field(default_factory=_meter)
 
 
 class StatusBook:

@@ -167,18 +167,18 @@ class Daemon:
                 self.notifier.ready()
                 logger.info("all %d streams running", len(self._supervisor.slots))
             # systemd arms the watchdog once start-up is complete (READY=1).
-            ready = self._ready
-            if watchdog and ready and now >= next_watchdog and self._supervisor.healthy(now):
+            due = self._ready and now >= next_watchdog
+            if watchdog is not None and due and self._supervisor.healthy(now):
                 self.notifier.watchdog()
                 next_watchdog = now + watchdog
             if now >= next_status:
                 next_status = now + STATUS_EVERY_S
                 self._publish_status()
 
-    def _pump(self, timeout_s: float) -> None:
-        """Wait up to `timeout_s` for output and control traffic, and handle it."""
+    def _pump(self, timeout_s: float, control: bool = True) -> None:
+        """Wait up to `timeout_s` for output (and control) traffic, and handle it."""
         socks = [*(self._output.sockets if self._output else [])]
-        if self._control is not None and self._control.sock is not None:
+        if control and self._control is not None and self._control.sock is not None:
             socks.append(self._control.sock)
         if not socks:
             time.sleep(timeout_s)
@@ -193,14 +193,7 @@ class Daemon:
     def _pump_output(self, timeout_s: float) -> None:
         """While workers stop: keep their packets flowing, but serve no control request (a
         reload inside a stop or inside another reload would act on half-changed state)."""
-        socks = self._output.sockets if self._output else []
-        if not socks:
-            time.sleep(timeout_s)
-            return
-        ready, _, _ = zmq.select(socks, [], [], timeout_s)
-        for sock in ready:
-            assert self._output is not None
-            self._output.handle(sock)
+        self._pump(timeout_s, control=False)
 
     def _publish_status(self) -> None:
         status = self.status()

@@ -103,6 +103,9 @@ class IngestServer:
     def connected(self) -> bool:
         return self._session is not None
 
+    def flush_warnings(self) -> None:
+        self._warn.flush()
+
     def close(self) -> None:
         self._end_session()
         for sock in self.sockets:

@@ -246,9 +246,6 @@ class Supervisor:
             for s in self.slots.values()
         )
 
-    def pids(self) -> dict[str, int | None]:
-        return {n: (s.process.pid if s.process else None) for n, s in self.slots.items()}
-
     def snapshot(self) -> list[dict[str, Any]]:
         out = []
         for name, s in self.slots.items():

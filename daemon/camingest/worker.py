@@ -190,6 +190,8 @@ class Worker:
             now = time.monotonic()
             if now >= next_beat:
                 next_beat = now + interval
+                self._warn.flush()  # report the size of a warning storm once it is over
+                ingest.flush_warnings()
                 health = self._health(ingest, sink, epoch, now)
                 if health.healthy:
                     sink.send_health(health)

@@ -122,6 +122,20 @@ def planes_of(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return arr[:h], u, v
 
 
+def encode_ten(acl: ModuleType) -> Sink:
+    """Ten 160x120 frames through a default channel, eos, close."""
+    sink = Sink()
+    ch = AclChannel(make_params(), sink.on_packet, sink.on_error, acl=acl)
+    ch.open()
+    try:
+        for i in range(10):
+            ch.send_frame(raw_frame(PixelFormat.NV12, 160, 120, i))
+        ch.send_eos(10.0)
+    finally:
+        ch.close()
+    return sink
+
+
 CASES = [
     ("h264", "high", 160, 120, PixelFormat.NV12, 0),
     ("h265", "main", 168, 144, PixelFormat.NV21, 0),
@@ -198,15 +212,7 @@ def test_bad_ret_code_reports_that_frame_only(
     acl: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ACL_SIM_BAD_RET_AT", "4")  # the 4th frame sent: seq 103
-    sink = Sink()
-    ch = AclChannel(make_params(), sink.on_packet, sink.on_error, acl=acl)
-    ch.open()
-    try:
-        for i in range(10):
-            ch.send_frame(raw_frame(PixelFormat.NV12, 160, 120, i))
-        ch.send_eos(10.0)
-    finally:
-        ch.close()
+    sink = encode_ten(acl)
     assert len(sink.errors) == 1
     seq, message = sink.errors[0]
     assert seq == 103 and "507018" in message and "ret_code" in message
@@ -366,15 +372,7 @@ def test_without_start_thread_a_python_thread_reports(
     """The newest docs mark acl.util.start_thread unsupported on some boards: the channel then
     runs its report loop on a Python thread, whose pthread id it registers."""
     monkeypatch.delattr(acl.util, "start_thread")
-    sink = Sink()
-    ch = AclChannel(make_params(), sink.on_packet, sink.on_error, acl=acl)
-    ch.open()
-    try:
-        for i in range(10):
-            ch.send_frame(raw_frame(PixelFormat.NV12, 160, 120, i))
-        ch.send_eos(10.0)
-    finally:
-        ch.close()
+    sink = encode_ten(acl)
     report = acl.sim.last_report()
     assert report is not None and report["clean"], report
     assert [p.seq for p in sink.packets] == [100 + i for i in range(10)]

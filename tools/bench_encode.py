@@ -27,9 +27,8 @@ import statistics
 import tempfile
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import av
 from benchlib import Daemon, Frame, make_frames, proc_cpu_s
@@ -38,7 +37,7 @@ from camingest.avframes import to_av_frame
 from camingest.capture import CaptureClient
 from camingest.config import DaemonConfig, StreamConfig
 from camingest.encoders.base import ChannelParams
-from camingest.encoders.pyav import DEFAULT_ENCODERS, encoder_options
+from camingest.encoders.pyav import DEFAULT_ENCODERS, encoder_options, open_context
 from camingest.protocol import PixelFormat, plane_layout
 from camingest.subscribe import Subscriber
 
@@ -96,23 +95,12 @@ def stream_config(config: dict[str, Any]) -> StreamConfig:
 
 
 def open_bare(stream: StreamConfig) -> tuple[av.VideoCodecContext, dict[str, str]]:
-    """The CodecContext PyAVChannel.open builds for this stream."""
+    """The CodecContext PyAVChannel.open builds for this stream (the same function)."""
     params = ChannelParams(stream.name, stream.width, stream.height, stream.pixel_format,
                            stream.fps, stream.encoder)  # fmt: skip
     name = stream.encoder.encoder or DEFAULT_ENCODERS[params.codec]
-    ctx = cast(av.VideoCodecContext, av.CodecContext.create(av.Codec(name, "w")))
-    ctx.width, ctx.height = stream.width, stream.height
-    ctx.pix_fmt = "nv12"
-    fps = Fraction(stream.fps).limit_denominator(1001)
-    ctx.framerate = fps
-    ctx.time_base = 1 / fps
-    ctx.gop_size = stream.encoder.gop
-    ctx.max_b_frames = 0
-    ctx.thread_count = stream.encoder.threads
-    options = encoder_options(params, name)
-    ctx.options = options
-    ctx.open()
-    return ctx, options
+    ctx, _ = open_context(params, name)
+    return ctx, encoder_options(params, name)
 
 
 def busy_cpu_s() -> float:

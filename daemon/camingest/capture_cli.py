@@ -132,9 +132,6 @@ def main(argv: list[str] | None = None) -> int:
     except DaemonError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return int(exc.exit_code)
-    except OSError as exc:
-        print(f"{PROG}: cannot read {args.config}: {exc}", file=sys.stderr)
-        return ExitCode.CONFIG
     stream = _resolve(config, args.stream)
     if stream is None:
         known = ", ".join(s.name for s in config.streams)

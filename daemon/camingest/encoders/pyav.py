@@ -74,6 +74,35 @@ def encoder_options(params: ChannelParams, name: str) -> dict[str, str]:
     return opts | {k: v for k, v in enc.options.items() if k not in opts}
 
 
+def open_context(p: ChannelParams, name: str) -> tuple[av.VideoCodecContext, PixelFormat]:
+    """An open encoder for the stream and the pixel format it takes: the stream's own when
+    the encoder takes it, else one the worker converts to. Raises EncoderError."""
+    try:
+        codec = av.Codec(name, "w")
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise EncoderError(f"FFmpeg encoder {name!r} is not available: {exc}") from exc
+    formats = {f.name for f in codec.video_formats or ()}
+    native = [f for f in NATIVE_CANDIDATES if _ffname(f) in formats]
+    if not native:
+        raise EncoderError(f"encoder {name} takes none of nv12, nv21, yuv420p")
+    chosen = p.pixel_format if p.pixel_format in native else native[0]
+    ctx = cast(av.VideoCodecContext, av.CodecContext.create(codec))
+    ctx.width, ctx.height = p.width, p.height
+    ctx.pix_fmt = _ffname(chosen)
+    fps = Fraction(p.fps).limit_denominator(1001)
+    ctx.framerate = fps
+    ctx.time_base = 1 / fps
+    ctx.gop_size = p.encoder.gop
+    ctx.max_b_frames = 0
+    ctx.thread_count = p.encoder.threads
+    ctx.options = encoder_options(p, name)
+    try:
+        ctx.open()
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise EncoderError(f"cannot open {name} for stream {p.stream}: {exc}") from exc
+    return ctx, chosen
+
+
 class PyAVChannel:
     def __init__(
         self, params: ChannelParams, on_packet: PacketCallback, on_error: FrameErrorCallback
@@ -95,33 +124,9 @@ class PyAVChannel:
         return self._native
 
     def open(self) -> None:
-        p = self.params
-        try:
-            codec = av.Codec(self._name, "w")
-        except (av.error.FFmpegError, ValueError) as exc:
-            raise EncoderError(f"FFmpeg encoder {self._name!r} is not available: {exc}") from exc
-        formats = {f.name for f in codec.video_formats or ()}
-        native = [f for f in NATIVE_CANDIDATES if _ffname(f) in formats]
-        if not native:
-            raise EncoderError(f"encoder {self._name} takes none of nv12, nv21, yuv420p")
-        # The stream's own format when the encoder takes it, else one the worker converts to.
-        chosen = p.pixel_format if p.pixel_format in native else native[0]
+        ctx, chosen = open_context(self.params, self._name)
         self._native = frozenset({chosen})
-        ctx = cast(av.VideoCodecContext, av.CodecContext.create(codec))
-        ctx.width, ctx.height = p.width, p.height
-        ctx.pix_fmt = _ffname(chosen)
-        fps = Fraction(p.fps).limit_denominator(1001)
-        ctx.framerate = fps
-        ctx.time_base = 1 / fps
-        ctx.gop_size = p.encoder.gop
-        ctx.max_b_frames = 0
-        ctx.thread_count = p.encoder.threads
-        ctx.options = encoder_options(p, self._name)
-        try:
-            ctx.open()
-        except (av.error.FFmpegError, ValueError) as exc:
-            raise EncoderError(f"cannot open {self._name} for stream {p.stream}: {exc}") from exc
-        self._keeper = ParameterSetKeeper(p.codec, bytes(ctx.extradata or b""))
+        self._keeper = ParameterSetKeeper(self.params.codec, bytes(ctx.extradata or b""))
         self._ctx = ctx
 
     def send_frame(self, frame: RawFrame, *, force_idr: bool = False) -> None:

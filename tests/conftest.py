@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
-from helpers import DaemonProc, kill_group, shm_segments, start_daemon
+from helpers import ACL_SIM, DaemonProc, kill_group, shm_segments, start_daemon
+
+ACL_SIM_ENV = ("ACL_SIM_FAIL_CREATE", "ACL_SIM_BAD_RET_AT", "ACL_SIM_HANG_AT", "ACL_SIM_SOC",
+               "ACL_SIM_RUN_MODE", "ACL_SIM_LEAK_REPORT")  # fmt: skip
 
 
 @pytest.fixture
@@ -86,3 +91,19 @@ def make_daemon(workdir: Path) -> Iterator[Callable[..., DaemonProc]]:
 @pytest.fixture
 def stream() -> Callable[..., dict[str, Any]]:
     return stream_cfg
+
+
+@pytest.fixture
+def acl(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """The pyACL simulator (tests/acl_sim) as `acl`, without faults; forgotten afterwards."""
+    monkeypatch.syspath_prepend(str(ACL_SIM))
+    for name in ACL_SIM_ENV:
+        monkeypatch.delenv(name, raising=False)
+    import acl as sim
+
+    yield sim
+    if sim.state.STATE.initialized:  # a test that failed half-way: do not poison the next one
+        sim.finalize()
+    # Forget the module, so that nothing after this test finds a pyACL (encoders/auto.py).
+    for name in [m for m in sys.modules if m == "acl" or m.startswith("acl.")]:
+        monkeypatch.delitem(sys.modules, name)

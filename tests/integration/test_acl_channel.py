@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import av
 import numpy as np
 import pytest
+from helpers import ACL_SIM
 
 from camingest.annexb import nal_types
 from camingest.config import CodecName, EncoderConfig
@@ -26,24 +25,7 @@ from camingest.protocol import PixelFormat
 
 pytestmark = pytest.mark.timeout(60)
 
-SIM_PATH = str(Path(__file__).resolve().parents[1] / "acl_sim")
-SIM_ENV = ("ACL_SIM_FAIL_CREATE", "ACL_SIM_BAD_RET_AT", "ACL_SIM_HANG_AT", "ACL_SIM_SOC",
-           "ACL_SIM_RUN_MODE", "ACL_SIM_LEAK_REPORT")  # fmt: skip
-
-
-@pytest.fixture
-def acl(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    monkeypatch.syspath_prepend(SIM_PATH)
-    for name in SIM_ENV:
-        monkeypatch.delenv(name, raising=False)
-    import acl as sim
-
-    yield sim
-    if sim.state.STATE.initialized:  # a test that failed half-way: do not poison the next one
-        sim.finalize()
-    # Forget the module, so that nothing after this test finds a pyACL (encoders/auto.py).
-    for name in [m for m in sys.modules if m == "acl" or m.startswith("acl.")]:
-        monkeypatch.delitem(sys.modules, name)
+SIM_PATH = str(ACL_SIM)
 
 
 class Sink:

@@ -19,34 +19,15 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+from helpers import ACL_SIM
 
 pytestmark = pytest.mark.timeout(60)
 
-SIM_PATH = str(Path(__file__).resolve().parents[1] / "acl_sim")
-SIM_ENV = ("ACL_SIM_FAIL_CREATE", "ACL_SIM_BAD_RET_AT", "ACL_SIM_HANG_AT", "ACL_SIM_SOC",
-           "ACL_SIM_RUN_MODE", "ACL_SIM_LEAK_REPORT")  # fmt: skip
+SIM_PATH = str(ACL_SIM)
 W, H = 168, 120  # 168 is not a multiple of 16: stride 176
 STRIDE = 176
 SIZE = STRIDE * 128 * 3 // 2
 D2H = 2
-
-
-@pytest.fixture
-def acl(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    monkeypatch.syspath_prepend(SIM_PATH)
-    for name in SIM_ENV:
-        monkeypatch.delenv(name, raising=False)
-    import acl as sim
-
-    yield sim
-    if sim.state.STATE.initialized:  # a test that failed half-way: do not poison the next one
-        sim.finalize()
-    # Forget the module, so that nothing after this test finds a pyACL (encoders/auto.py).
-    for name in [m for m in sys.modules if m == "acl" or m.startswith("acl.")]:
-        monkeypatch.delitem(sys.modules, name)
-    # Forget the module, so that nothing after this test finds a pyACL (encoders/auto.py).
-    for name in [m for m in sys.modules if m == "acl" or m.startswith("acl.")]:
-        monkeypatch.delitem(sys.modules, name)
 
 
 def picture(i: int) -> tuple[np.ndarray, np.ndarray]:

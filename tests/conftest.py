@@ -15,8 +15,14 @@ from typing import Any
 import pytest
 from helpers import ACL_SIM, DaemonProc, kill_group, shm_segments, start_daemon
 
-ACL_SIM_ENV = ("ACL_SIM_FAIL_CREATE", "ACL_SIM_BAD_RET_AT", "ACL_SIM_HANG_AT", "ACL_SIM_SOC",
-               "ACL_SIM_RUN_MODE", "ACL_SIM_LEAK_REPORT")  # fmt: skip
+ACL_SIM_ENV = (
+    "ACL_SIM_FAIL_CREATE",
+    "ACL_SIM_BAD_RET_AT",
+    "ACL_SIM_HANG_AT",
+    "ACL_SIM_SOC",
+    "ACL_SIM_RUN_MODE",
+    "ACL_SIM_LEAK_REPORT",
+)
 
 
 @pytest.fixture
@@ -26,11 +32,24 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def stream_cfg(name: str, width: int = 160, height: int = 120, pixel_format: str = "nv12",
-               codec: str = "h264", **extra: Any) -> dict[str, Any]:  # fmt: skip
+def stream_cfg(
+    name: str,
+    width: int = 160,
+    height: int = 120,
+    pixel_format: str = "nv12",
+    codec: str = "h264",
+    **extra: Any,
+) -> dict[str, Any]:
     encoder = {"codec": codec, **extra.pop("encoder", {})}
-    return {"name": name, "width": width, "height": height, "pixel_format": pixel_format,
-            "fps": 30, "encoder": encoder, **extra}  # fmt: skip
+    return {
+        "name": name,
+        "width": width,
+        "height": height,
+        "pixel_format": pixel_format,
+        "fps": 30,
+        "encoder": encoder,
+        **extra,
+    }
 
 
 def daemon_cfg(workdir: Path, streams: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -44,14 +63,14 @@ def daemon_cfg(workdir: Path, streams: list[dict[str, Any]], **extra: Any) -> di
                 "rate_control": "cqp",
                 "qp": 22,
                 "gop": 30,
-            },  # fmt: skip
+            },
         },
         "supervision": {
             "heartbeat_interval_s": 0.2,
             "hang_timeout_s": 3.0,
             "backoff_initial_s": 0.2,
             "stop_timeout_s": 5.0,
-        },  # fmt: skip
+        },
         "streams": streams,
     }
     for key, value in extra.items():
@@ -67,8 +86,12 @@ def make_daemon(workdir: Path) -> Iterator[Callable[..., DaemonProc]]:
     """Start a daemon on a config; at teardown stop it and check it left nothing behind."""
     started: list[DaemonProc] = []
 
-    def make(streams: list[dict[str, Any]], env: dict[str, str] | None = None,
-             wait: bool = True, **extra: Any) -> DaemonProc:  # fmt: skip
+    def make(
+        streams: list[dict[str, Any]],
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        **extra: Any,
+    ) -> DaemonProc:
         config = daemon_cfg(workdir, streams, **extra)
         daemon = start_daemon(config, workdir, env)
         started.append(daemon)

@@ -17,10 +17,10 @@ import av
 import numpy as np
 import yaml
 
-from camingest.avframes import convert, from_av_frame
-from camingest.control import call
 from camingest.errors import ControlError
-from camingest.protocol import PixelFormat, packed_shape
+from camingest.service.control import call
+from camingest.wire.pixels import PixelFormat, packed_shape
+from camingest.worker.frames import convert, from_av_frame
 
 REPO = Path(__file__).resolve().parent.parent
 ACL_SIM = REPO / "tests" / "acl_sim"
@@ -146,8 +146,11 @@ class DaemonProc:
         wait_until(running, timeout, "all streams running")
 
     def wait_subscribers(self, name: str, n: int = 1, timeout: float = 10.0) -> None:
-        wait_until(lambda: (self.stream_status(name)["subscribers"] or 0) >= n, timeout,
-                   f"{n} subscriber(s) of {name}")  # fmt: skip
+        wait_until(
+            lambda: (self.stream_status(name)["subscribers"] or 0) >= n,
+            timeout,
+            f"{n} subscriber(s) of {name}",
+        )
 
     def worker_pid(self, name: str) -> int:
         return int(self.stream_status(name)["pid"])
@@ -172,8 +175,12 @@ def write_config(path: Path, config: dict[str, Any]) -> None:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def start_daemon(config: dict[str, Any], workdir: Path, env: dict[str, str] | None = None,
-                 extra_args: Iterable[str] = ()) -> DaemonProc:  # fmt: skip
+def start_daemon(
+    config: dict[str, Any],
+    workdir: Path,
+    env: dict[str, str] | None = None,
+    extra_args: Iterable[str] = (),
+) -> DaemonProc:
     config_path = workdir / "camingest.yaml"
     write_config(config_path, config)
     log_path = workdir / "daemon.log"
@@ -181,10 +188,22 @@ def start_daemon(config: dict[str, Any], workdir: Path, env: dict[str, str] | No
     full_env.pop("NOTIFY_SOCKET", None) if env is None or "NOTIFY_SOCKET" not in env else None
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "camingest", "run", "-c", str(config_path),
-             "--log-target", "stderr", *extra_args],
-            stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "camingest",
+                "run",
+                "-c",
+                str(config_path),
+                "--log-target",
+                "stderr",
+                *extra_args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            start_new_session=True,
+        )
     return DaemonProc(config_path, config, proc, log_path, full_env)
 
 

@@ -1,7 +1,7 @@
 """Benchmark: frames per second through the whole daemon path against the bare encoder.
 
 (a) bare: one process, PyAV libx264 with exactly the options and CodecContext settings of the
-    daemon's pyav backend (camingest.encoders.pyav), VideoFrames built like the daemon builds
+    daemon's pyav backend (camingest.worker.encoders.pyav), VideoFrames built like the daemon builds
     them (camingest.avframes.to_av_frame), N frames encoded and flushed.
 (b) daemon: `python -m camingest run` with one stream of the same settings; a CaptureClient
     (on_full=wait) sends the same N frames as fast as the daemon takes them and a Subscriber
@@ -33,13 +33,13 @@ from typing import Any
 import av
 from benchlib import Daemon, Frame, make_frames, proc_cpu_s
 
-from camingest.avframes import to_av_frame
 from camingest.capture import CaptureClient
-from camingest.config import DaemonConfig, StreamConfig
-from camingest.encoders.base import ChannelParams
-from camingest.encoders.pyav import DEFAULT_ENCODERS, encoder_options, open_context
-from camingest.protocol import PixelFormat, plane_layout
+from camingest.config.model import DaemonConfig, StreamConfig
 from camingest.subscribe import Subscriber
+from camingest.wire.pixels import PixelFormat, plane_layout
+from camingest.worker.encoders.base import ChannelParams
+from camingest.worker.encoders.pyav import DEFAULT_ENCODERS, encoder_options, open_context
+from camingest.worker.frames import to_av_frame
 
 STREAM = "bench"
 
@@ -96,8 +96,9 @@ def stream_config(config: dict[str, Any]) -> StreamConfig:
 
 def open_bare(stream: StreamConfig) -> tuple[av.VideoCodecContext, dict[str, str]]:
     """The CodecContext PyAVChannel.open builds for this stream (the same function)."""
-    params = ChannelParams(stream.name, stream.width, stream.height, stream.pixel_format,
-                           stream.fps, stream.encoder)  # fmt: skip
+    params = ChannelParams(
+        stream.name, stream.width, stream.height, stream.pixel_format, stream.fps, stream.encoder
+    )
     name = stream.encoder.encoder or DEFAULT_ENCODERS[params.codec]
     ctx, _ = open_context(params, name)
     return ctx, encoder_options(params, name)
@@ -133,9 +134,14 @@ def run_bare(stream: StreamConfig, frames: list[Frame], n: int) -> dict[str, Any
         packets += 1
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu0
-    return {"fps": n / elapsed, "seconds": elapsed, "packets": packets, "bytes": size,
-            "cpu_ms_per_frame": {"bench": 1000 * cpu / n},
-            "others_cpus": others_load(busy0, cpu, elapsed)}  # fmt: skip
+    return {
+        "fps": n / elapsed,
+        "seconds": elapsed,
+        "packets": packets,
+        "bytes": size,
+        "cpu_ms_per_frame": {"bench": 1000 * cpu / n},
+        "others_cpus": others_load(busy0, cpu, elapsed),
+    }
 
 
 def x264_version(stream: StreamConfig, frames: list[Frame]) -> str:
@@ -231,8 +237,13 @@ def machine() -> dict[str, Any]:
             cpu = line.split(":", 1)[1].strip()
             break
     libs = {k: ".".join(map(str, v)) for k, v in av.library_versions.items()}
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "pyav": av.__version__, "ffmpeg_libs": libs}  # fmt: skip
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "pyav": av.__version__,
+        "ffmpeg_libs": libs,
+    }
 
 
 def main() -> None:
@@ -275,8 +286,15 @@ def main() -> None:
         col.start()
         d = daemon
         d.wait(lambda: (d.stream_status(STREAM)["subscribers"] or 0) >= 1, 10, "subscriber")
-        cap = CaptureClient(daemon.ingest(STREAM), STREAM, args.width, args.height, "nv12",
-                            on_full="wait", max_wait_ms=10000)  # fmt: skip
+        cap = CaptureClient(
+            daemon.ingest(STREAM),
+            STREAM,
+            args.width,
+            args.height,
+            "nv12",
+            on_full="wait",
+            max_wait_ms=10000,
+        )
         cap.connect(10)
         pids = {"main": daemon.proc.pid, "worker": int(daemon.stream_status(STREAM)["pid"])}
         # Warm-up: the first frames pay for page faults in the ring and the encoder's start.
@@ -289,10 +307,13 @@ def main() -> None:
             results["daemon"].append(dmn)
             if not args.json:
                 bb, dd = bare, dmn
-                print(f"round {r + 1}: bare {bb['fps']:6.1f} fps (others {bb['others_cpus']:.2f} "
-                      f"CPUs)   daemon {dd['fps']:6.1f} fps (others {dd['others_cpus']:.2f} "
-                      f"CPUs)   ratio {dd['fps'] / bb['fps']:.3f}   "
-                      f"{dd['capture_drops']} capture drops", flush=True)  # fmt: skip
+                print(
+                    f"round {r + 1}: bare {bb['fps']:6.1f} fps (others {bb['others_cpus']:.2f} "
+                    f"CPUs)   daemon {dd['fps']:6.1f} fps (others {dd['others_cpus']:.2f} "
+                    f"CPUs)   ratio {dd['fps'] / bb['fps']:.3f}   "
+                    f"{dd['capture_drops']} capture drops",
+                    flush=True,
+                )
         st = daemon.stream_status(STREAM)
         results["daemon_status"] = {k: st[k] for k in ("frames_in", "drops", "restarts")}
     finally:
@@ -322,9 +343,11 @@ def main() -> None:
         return
     m = results["machine"]
     print()
-    print(f"{args.width}x{args.height} nv12, libx264 {args.preset}/{args.tune}, "
-          f"cbr {args.bitrate} kbit/s, gop {args.gop}; {args.frames} frames x {args.rounds} "
-          f"rounds; {m['nproc']} CPUs, PyAV {m['pyav']}, {results['x264']}")  # fmt: skip
+    print(
+        f"{args.width}x{args.height} nv12, libx264 {args.preset}/{args.tune}, "
+        f"cbr {args.bitrate} kbit/s, gop {args.gop}; {args.frames} frames x {args.rounds} "
+        f"rounds; {m['nproc']} CPUs, PyAV {m['pyav']}, {results['x264']}"
+    )
     rounds = " ".join(f"{'r' + str(i + 1):>7}" for i in range(args.rounds))
     print(f"{'':8} {'median fps':>10} {rounds}   CPU ms/frame (median)")
     for key in ("bare", "daemon"):
@@ -332,8 +355,10 @@ def main() -> None:
         cpu = med[key + "_cpu_ms_per_frame"]
         detail = " + ".join(f"{part} {v:.2f}" for part, v in cpu.items())
         print(f"{key:8} {med[key + '_fps']:10.1f} {runs}   {sum(cpu.values()):.2f} = {detail}")
-    print(f"ratio daemon/bare: of the medians {med['ratio']:.3f}, median of the rounds' ratios "
-          f"{med['ratio_of_rounds']:.3f}  (target >= 0.95)")  # fmt: skip
+    print(
+        f"ratio daemon/bare: of the medians {med['ratio']:.3f}, median of the rounds' ratios "
+        f"{med['ratio_of_rounds']:.3f}  (target >= 0.95)"
+    )
     if leftovers:
         print(f"removed shm leftovers: {leftovers}")
 

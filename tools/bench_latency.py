@@ -30,11 +30,11 @@ import numpy as np
 from bench_encode import STREAM, daemon_config, machine, open_bare, planes_of, stream_config
 from benchlib import Daemon, Frame, make_frames
 
-from camingest.avframes import to_av_frame
 from camingest.capture import CaptureClient
-from camingest.config import StreamConfig
-from camingest.protocol import PixelFormat
+from camingest.config.model import StreamConfig
 from camingest.subscribe import Subscriber
+from camingest.wire.pixels import PixelFormat
+from camingest.worker.frames import to_av_frame
 
 
 def pct(values: list[float], q: float) -> float:
@@ -42,8 +42,12 @@ def pct(values: list[float], q: float) -> float:
 
 
 def summary(values_ms: list[float]) -> dict[str, float]:
-    return {"p50": pct(values_ms, 50), "p99": pct(values_ms, 99), "max": max(values_ms),
-            "n": len(values_ms)}  # fmt: skip
+    return {
+        "p50": pct(values_ms, 50),
+        "p99": pct(values_ms, 99),
+        "max": max(values_ms),
+        "n": len(values_ms),
+    }
 
 
 def bare_latency(stream: StreamConfig, frames: list[Frame], n: int, fps: float) -> list[float]:
@@ -120,8 +124,15 @@ def main() -> None:
         arr.start()
         d = daemon
         d.wait(lambda: (d.stream_status(STREAM)["subscribers"] or 0) >= 1, 10, "subscriber")
-        cap = CaptureClient(daemon.ingest(STREAM), STREAM, args.width, args.height, "nv12",
-                            on_full="wait", max_wait_ms=10000)  # fmt: skip
+        cap = CaptureClient(
+            daemon.ingest(STREAM),
+            STREAM,
+            args.width,
+            args.height,
+            "nv12",
+            on_full="wait",
+            max_wait_ms=10000,
+        )
         cap.connect(10)
         for i in range(30):  # warm-up, not measured
             cap.send(frames[i % len(frames)])
@@ -157,14 +168,18 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=1))
         return
-    print(f"{args.width}x{args.height} nv12, libx264 {args.preset}/{args.tune}, "
-          f"{args.frames} frames paced at {args.fps:g} fps, {len(rows)} packets received, "
-          f"{results['capture_drops']} capture drops")  # fmt: skip
+    print(
+        f"{args.width}x{args.height} nv12, libx264 {args.preset}/{args.tune}, "
+        f"{args.frames} frames paced at {args.fps:g} fps, {len(rows)} packets received, "
+        f"{results['capture_drops']} capture drops"
+    )
     print(f"{'ms':34} {'p50':>7} {'p99':>7} {'max':>7}")
-    for key, label in (("bare_encode_ms", "bare encoder (copy + encode)"),
-                       ("send_to_subscriber_ms", "daemon: send -> subscriber"),
-                       ("send_to_encoded_ms", "  send -> packet encoded"),
-                       ("encoded_to_subscriber_ms", "  packet encoded -> subscriber")):  # fmt: skip
+    for key, label in (
+        ("bare_encode_ms", "bare encoder (copy + encode)"),
+        ("send_to_subscriber_ms", "daemon: send -> subscriber"),
+        ("send_to_encoded_ms", "  send -> packet encoded"),
+        ("encoded_to_subscriber_ms", "  packet encoded -> subscriber"),
+    ):
         r = results[key]
         print(f"{label:34} {r['p50']:7.2f} {r['p99']:7.2f} {r['max']:7.2f}")
     o = results["daemon_overhead_ms"]

@@ -48,9 +48,9 @@ from bench_encode import (
 )
 from benchlib import Daemon, Frame, make_frames, proc_cpu_s
 
-from camingest.encoders.base import ChannelParams
-from camingest.encoders.pyav import DEFAULT_ENCODERS, encoder_options
 from camingest.subscribe import Subscriber
+from camingest.worker.encoders.base import ChannelParams
+from camingest.worker.encoders.pyav import DEFAULT_ENCODERS, encoder_options
 
 FFMPEG = "/usr/bin/ffmpeg"
 
@@ -61,7 +61,7 @@ FEEDER = """
 import sys, time
 import numpy as np
 from camingest.capture import CaptureClient
-from camingest.protocol import PixelFormat, packed_shape
+from camingest.wire.pixels import PixelFormat, packed_shape
 path, endpoint, stream, w, h, distinct = sys.argv[1:7]
 w, h, distinct = int(w), int(h), int(distinct)
 frames = np.fromfile(path, dtype=np.uint8).reshape(
@@ -98,18 +98,43 @@ def scaling_config(
 def ffmpeg_command(args: argparse.Namespace, config: dict[str, Any], yuv: Path) -> list[str]:
     """ffmpeg reading the frame file in a loop, with the daemon's libx264 options."""
     stream = stream_config(config)
-    params = ChannelParams(stream.name, stream.width, stream.height, stream.pixel_format,
-                           stream.fps, stream.encoder)  # fmt: skip
+    params = ChannelParams(
+        stream.name, stream.width, stream.height, stream.pixel_format, stream.fps, stream.encoder
+    )
     opts = encoder_options(params, DEFAULT_ENCODERS[params.codec])
     out: list[str] = []
     for key, value in opts.items():
         flag = {"b": "-b:v", "g": "-g", "bf": "-bf", "profile": "-profile:v"}.get(key, "-" + key)
         out += [flag, value]
-    return [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error",
-            "-f", "rawvideo", "-pix_fmt", "nv12", "-s", f"{args.width}x{args.height}",
-            "-r", f"{args.fps:g}", "-stream_loop", "-1", "-i", str(yuv),
-            "-frames:v", str(args.frames), "-c:v", "libx264", "-threads", str(args.threads),
-            *out, "-f", "null", "-"]  # fmt: skip
+    return [
+        FFMPEG,
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "nv12",
+        "-s",
+        f"{args.width}x{args.height}",
+        "-r",
+        f"{args.fps:g}",
+        "-stream_loop",
+        "-1",
+        "-i",
+        str(yuv),
+        "-frames:v",
+        str(args.frames),
+        "-c:v",
+        "libx264",
+        "-threads",
+        str(args.threads),
+        *out,
+        "-f",
+        "null",
+        "-",
+    ]
 
 
 def with_frames(cmd: list[str], frames: int) -> list[str]:
@@ -120,8 +145,9 @@ def with_frames(cmd: list[str], frames: int) -> list[str]:
 def ffmpeg_x264_version(cmd: list[str]) -> str:
     """The system ffmpeg's libx264 version string, from the SEI of one encoded frame."""
     one = with_frames(cmd, 1)[:-3]  # without "-f null -"
-    data = subprocess.run([*one, "-f", "h264", "-"], capture_output=True, check=True,
-                          timeout=60).stdout  # fmt: skip
+    data = subprocess.run(
+        [*one, "-f", "h264", "-"], capture_output=True, check=True, timeout=60
+    ).stdout
     m = re.search(rb"x264 - core \d+[ \w.]*", data)
     return m.group(0).decode() if m else "unknown"
 
@@ -142,17 +168,19 @@ def run_bare(cmd: list[str], n: int, frames: int) -> dict[str, Any]:
         busy0 = busy_cpu_s()
         start = time.monotonic()
         for _ in range(n):
-            procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.PIPE))  # fmt: skip
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
         for p in procs:
             _, err = p.communicate(timeout=600)
             if p.returncode != 0:
                 raise RuntimeError(f"ffmpeg exited with {p.returncode}: {err.decode()}")
         wall = time.monotonic() - start
         cpu = children_cpu_s() - cpu0
-        return {"fps": n * frames / wall, "seconds": wall,
-                "cpu_ms_per_frame": 1000 * cpu / (n * frames),
-                "others_cpus": others_load(busy0, cpu, wall)}  # fmt: skip
+        return {
+            "fps": n * frames / wall,
+            "seconds": wall,
+            "cpu_ms_per_frame": 1000 * cpu / (n * frames),
+            "others_cpus": others_load(busy0, cpu, wall),
+        }
     finally:
         for p in procs:
             if p.poll() is None:
@@ -208,11 +236,24 @@ def start_feeders(
 ) -> None:
     """Starts one feeder per stream into `feeders` (the caller stops them) and waits for all."""
     for s in streams:
-        feeders.append(subprocess.Popen(
-            [sys.executable, "-c", FEEDER, str(yuv), daemon.ingest(s), s, str(args.width),
-             str(args.height), str(args.distinct)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        ))  # fmt: skip
+        feeders.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    FEEDER,
+                    str(yuv),
+                    daemon.ingest(s),
+                    s,
+                    str(args.width),
+                    str(args.height),
+                    str(args.distinct),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
     for f in feeders:
         line = cast(IO[str], f.stdout).readline()
         if line.strip() != "ready":
@@ -244,12 +285,14 @@ def run_daemon_round(
     dcpu = sum(proc_cpu_s(p) for p in pids) - cpu0
     fcpu = sum(proc_cpu_s(p) for p in fpids) - fcpu0
     own = time.process_time() - own0
-    return {"fps": n * frames / elapsed, "seconds": elapsed,
-            "drops": sum(int(r[3]) for r in replies),
-            "cpu_ms_per_frame": 1000 * (dcpu + fcpu + own) / (n * frames),
-            "daemon_cpu_ms_per_frame": 1000 * dcpu / (n * frames),
-            "others_cpus": others_load(busy0, dcpu + fcpu + own,
-                                       time.monotonic() - t0)}  # fmt: skip
+    return {
+        "fps": n * frames / elapsed,
+        "seconds": elapsed,
+        "drops": sum(int(r[3]) for r in replies),
+        "cpu_ms_per_frame": 1000 * (dcpu + fcpu + own) / (n * frames),
+        "daemon_cpu_ms_per_frame": 1000 * dcpu / (n * frames),
+        "others_cpus": others_load(busy0, dcpu + fcpu + own, time.monotonic() - t0),
+    }
 
 
 def stop_feeders(feeders: list[subprocess.Popen[str]]) -> None:
@@ -283,8 +326,11 @@ def measure_n(
         counter = Counter(daemon.out, streams)
         counter.start()
         d = daemon
-        d.wait(lambda: all((d.stream_status(s)["subscribers"] or 0) >= 1 for s in streams),
-               10, "subscriber")  # fmt: skip
+        d.wait(
+            lambda: all((d.stream_status(s)["subscribers"] or 0) >= 1 for s in streams),
+            10,
+            "subscriber",
+        )
         start_feeders(feeders, daemon, streams, yuv, args)
         pids = [daemon.proc.pid, *(int(s["pid"]) for s in daemon.status()["streams"])]
         # Warm-up: ring page faults, encoder start; ffmpeg's binary and the file into cache.
@@ -296,13 +342,15 @@ def measure_n(
             dmn = run_daemon_round(feeders, counter, args.frames, pids)
             res["daemon"].append(dmn)
             if not args.json:
-                print(f"N={n} round {r + 1}: bare {bare['fps']:6.1f} fps "
-                      f"{bare['cpu_ms_per_frame']:5.2f} ms CPU/frame (others "
-                      f"{bare['others_cpus']:.2f} CPUs)   daemon {dmn['fps']:6.1f} fps "
-                      f"{dmn['cpu_ms_per_frame']:5.2f} ms CPU/frame, daemon alone "
-                      f"{dmn['daemon_cpu_ms_per_frame']:.2f} (others {dmn['others_cpus']:.2f} "
-                      f"CPUs, {dmn['drops']} drops)   ratio {dmn['fps'] / bare['fps']:.3f}",
-                      flush=True)  # fmt: skip
+                print(
+                    f"N={n} round {r + 1}: bare {bare['fps']:6.1f} fps "
+                    f"{bare['cpu_ms_per_frame']:5.2f} ms CPU/frame (others "
+                    f"{bare['others_cpus']:.2f} CPUs)   daemon {dmn['fps']:6.1f} fps "
+                    f"{dmn['cpu_ms_per_frame']:5.2f} ms CPU/frame, daemon alone "
+                    f"{dmn['daemon_cpu_ms_per_frame']:.2f} (others {dmn['others_cpus']:.2f} "
+                    f"CPUs, {dmn['drops']} drops)   ratio {dmn['fps'] / bare['fps']:.3f}",
+                    flush=True,
+                )
         res["restarts"] = sum(s["restarts"] for s in daemon.status()["streams"])
     finally:
         stop_feeders(feeders)
@@ -317,8 +365,11 @@ def measure_n(
     bare_s = statistics.median(x["seconds"] for x in res["bare"])
     res["bare_fps_no_startup"] = n * args.frames / (bare_s - res["startup_s"])
     res["ratio_no_startup"] = res["daemon_fps"] / res["bare_fps_no_startup"]
-    for key, part in (("bare", "cpu_ms_per_frame"), ("daemon", "cpu_ms_per_frame"),
-                      ("daemon", "daemon_cpu_ms_per_frame")):  # fmt: skip
+    for key, part in (
+        ("bare", "cpu_ms_per_frame"),
+        ("daemon", "cpu_ms_per_frame"),
+        ("daemon", "daemon_cpu_ms_per_frame"),
+    ):
         res[f"{key}_{part}"] = statistics.median(x[part] for x in res[key])
     return res
 
@@ -360,8 +411,9 @@ def main() -> None:
         write_frames(yuv, frames)
         cmd = ffmpeg_command(args, scaling_config(args, 1, Path("/tmp/x"), "x"), yuv)
         results["ffmpeg_command"] = cmd
-        results["x264_pyav"] = x264_version(stream_config(
-            scaling_config(args, 1, Path("/tmp/x"), "x")), frames)  # fmt: skip
+        results["x264_pyav"] = x264_version(
+            stream_config(scaling_config(args, 1, Path("/tmp/x"), "x")), frames
+        )
         results["x264_ffmpeg"] = ffmpeg_x264_version(cmd)
         ff = subprocess.run([FFMPEG, "-version"], capture_output=True, text=True, check=True)
         results["ffmpeg_version"] = ff.stdout.split("\n", 1)[0]
@@ -378,20 +430,26 @@ def main() -> None:
         return
     m = results["machine"]
     print()
-    print(f"{args.width}x{args.height} nv12, libx264 {args.preset}/{args.tune}, cbr "
-          f"{args.bitrate} kbit/s, gop {args.gop}, threads {args.threads}; {args.frames} "
-          f"frames per stream x {args.rounds} rounds; {m['nproc']} CPUs")  # fmt: skip
-    print(f"{'N':>2} {'bare fps':>9} {'daemon fps':>10} {'ratio':>6} {'per stream':>10} "
-          f"{'startup s':>9} {'bare-su fps':>11} {'ratio-su':>8} {'CPU ms/f bare':>13} "
-          f"{'daemon (own)':>13}  rounds bare | daemon")  # fmt: skip
+    print(
+        f"{args.width}x{args.height} nv12, libx264 {args.preset}/{args.tune}, cbr "
+        f"{args.bitrate} kbit/s, gop {args.gop}, threads {args.threads}; {args.frames} "
+        f"frames per stream x {args.rounds} rounds; {m['nproc']} CPUs"
+    )
+    print(
+        f"{'N':>2} {'bare fps':>9} {'daemon fps':>10} {'ratio':>6} {'per stream':>10} "
+        f"{'startup s':>9} {'bare-su fps':>11} {'ratio-su':>8} {'CPU ms/f bare':>13} "
+        f"{'daemon (own)':>13}  rounds bare | daemon"
+    )
     for r in results["runs"]:
         rb = " ".join(f"{x['fps']:.1f}" for x in r["bare"])
         rd = " ".join(f"{x['fps']:.1f}" for x in r["daemon"])
-        print(f"{r['n']:>2} {r['bare_fps']:9.1f} {r['daemon_fps']:10.1f} {r['ratio']:6.3f} "
-              f"{r['daemon_fps'] / r['n']:10.1f} {r['startup_s']:9.2f} "
-              f"{r['bare_fps_no_startup']:11.1f} {r['ratio_no_startup']:8.3f} "
-              f"{r['bare_cpu_ms_per_frame']:13.2f} {r['daemon_cpu_ms_per_frame']:6.2f} "
-              f"({r['daemon_daemon_cpu_ms_per_frame']:.2f})  {rb} | {rd}")  # fmt: skip
+        print(
+            f"{r['n']:>2} {r['bare_fps']:9.1f} {r['daemon_fps']:10.1f} {r['ratio']:6.3f} "
+            f"{r['daemon_fps'] / r['n']:10.1f} {r['startup_s']:9.2f} "
+            f"{r['bare_fps_no_startup']:11.1f} {r['ratio_no_startup']:8.3f} "
+            f"{r['bare_cpu_ms_per_frame']:13.2f} {r['daemon_cpu_ms_per_frame']:6.2f} "
+            f"({r['daemon_daemon_cpu_ms_per_frame']:.2f})  {rb} | {rd}"
+        )
     left = [p for r in results["runs"] for p in r["shm_leftovers"]]
     drops = sum(x["drops"] for r in results["runs"] for x in r["daemon"])
     print(f"capture drops: {drops}; removed shm leftovers: {left or 'none'}")

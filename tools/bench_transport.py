@@ -42,12 +42,25 @@ import numpy.typing as npt
 import zmq
 from benchlib import Daemon, make_frames, proc_cpu_s
 
-from camingest import protocol as P
 from camingest.capture import CaptureClient
+from camingest.wire.ingest import (
+    INLINE_SLOT,
+    FrameDesc,
+    Hello,
+    Kind,
+    RefuseCode,
+    Release,
+    ReleaseStatus,
+    Transport,
+    Welcome,
+    message_kind,
+    unpack_refuse,
+)
+from camingest.wire.pixels import PixelFormat
 
 Frame = npt.NDArray[np.uint8]
 SHM, TCP = "shm", "tcp"
-FMT = P.PixelFormat.NV12
+FMT = PixelFormat.NV12
 
 
 # -- frames ------------------------------------------------------------------------------------
@@ -74,8 +87,11 @@ def bench_memcpy(frames: list[Frame], n: int, dsts: list[Frame] | None = None) -
         np.copyto(dsts[i % len(dsts)], frames[i % len(frames)])
     elapsed = time.perf_counter() - start
     size = frames[0].nbytes
-    return {"us_per_frame": 1e6 * elapsed / n, "fps": n / elapsed,
-            "gb_per_s": size * n / elapsed / 1e9}  # fmt: skip
+    return {
+        "us_per_frame": 1e6 * elapsed / n,
+        "fps": n / elapsed,
+        "gb_per_s": size * n / elapsed / 1e9,
+    }
 
 
 def bench_memcpy_shm(frames: list[Frame], n: int, slots: int) -> dict[str, Any]:
@@ -132,7 +148,7 @@ def bench_pushpull(frames: list[Frame], n: int, workdir: Path) -> dict[str, Any]
         sock.setsockopt(zmq.SNDHWM, 4)  # as CaptureClient does for inline frames
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(endpoint)
-        desc = P.FrameDesc(1, P.INLINE_SLOT, 0, 0).pack()
+        desc = FrameDesc(1, INLINE_SLOT, 0, 0).pack()
         cpu0 = time.process_time()
         for i in range(n):
             sock.send_multipart([desc, frames[i % len(frames)].data])
@@ -151,9 +167,12 @@ def bench_pushpull(frames: list[Frame], n: int, workdir: Path) -> dict[str, Any]
                 proc.kill()
                 proc.join()
     elapsed = r["last"] - r["first"]
-    return {"fps": (n - 1) / elapsed, "us_per_frame": 1e6 * elapsed / (n - 1),
-            "receiver_cpu_us_per_frame": 1e6 * r["cpu_s"] / n,
-            "sender_cpu_us_per_frame": 1e6 * sender_cpu / n}  # fmt: skip
+    return {
+        "fps": (n - 1) / elapsed,
+        "us_per_frame": 1e6 * elapsed / (n - 1),
+        "receiver_cpu_us_per_frame": 1e6 * r["cpu_s"] / n,
+        "sender_cpu_us_per_frame": 1e6 * sender_cpu / n,
+    }
 
 
 # -- the daemon --------------------------------------------------------------------------------
@@ -167,13 +186,24 @@ def free_port() -> int:
 
 def daemon_config(args: argparse.Namespace, runtime_dir: Path, instance: str) -> dict[str, Any]:
     def stream(name: str) -> dict[str, Any]:
-        return {"name": name, "width": args.width, "height": args.height,
-                "pixel_format": "nv12", "slots": args.slots, "on_full": "wait",
-                "max_wait_ms": 10000, "encoder": {"backend": "null"}}  # fmt: skip
+        return {
+            "name": name,
+            "width": args.width,
+            "height": args.height,
+            "pixel_format": "nv12",
+            "slots": args.slots,
+            "on_full": "wait",
+            "max_wait_ms": 10000,
+            "encoder": {"backend": "null"},
+        }
 
     tcp = stream(TCP) | {"ingest": [f"tcp://127.0.0.1:{free_port()}"]}
-    return {"instance": instance, "runtime_dir": str(runtime_dir),
-            "logging": {"level": "warning"}, "streams": [stream(SHM), tcp]}  # fmt: skip
+    return {
+        "instance": instance,
+        "runtime_dir": str(runtime_dir),
+        "logging": {"level": "warning"},
+        "streams": [stream(SHM), tcp],
+    }
 
 
 class Meter:
@@ -198,18 +228,23 @@ class Meter:
         }
         cpu = {k: v["user"] + v["sys"] for k, v in split.items()}
         elapsed = end - self.t0
-        return {"frames": n, "fps": n / elapsed, "seconds": elapsed,
-                "daemon_cpu_us_per_frame": sum(cpu.values()),
-                "cpu_us_per_frame": cpu | {"capture": 1e6 * bench / n},
-                "cpu_split_us_per_frame": split}  # fmt: skip
+        return {
+            "frames": n,
+            "fps": n / elapsed,
+            "seconds": elapsed,
+            "daemon_cpu_us_per_frame": sum(cpu.values()),
+            "cpu_us_per_frame": cpu | {"capture": 1e6 * bench / n},
+            "cpu_split_us_per_frame": split,
+        }
 
 
 def bench_client(
     daemon: Daemon, name: str, endpoint: str, frames: list[Frame], n: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     """CaptureClient.send as fast as the worker releases (shm) or takes (tcp) frames."""
-    cap = CaptureClient(endpoint, name, args.width, args.height, FMT, on_full="wait",
-                        max_wait_ms=10000)  # fmt: skip
+    cap = CaptureClient(
+        endpoint, name, args.width, args.height, FMT, on_full="wait", max_wait_ms=10000
+    )
     try:
         cap.connect(10)
         for i in range(min(50, n)):  # warm-up: fault the ring's pages in
@@ -233,19 +268,19 @@ def bench_client(
     return result
 
 
-def handshake(sock: zmq.Socket[bytes], args: argparse.Namespace) -> P.Welcome:
+def handshake(sock: zmq.Socket[bytes], args: argparse.Namespace) -> Welcome:
     """HELLO until WELCOME; BUSY (the previous benchmark's capture is still the owner for
     2 s after its last frame) is retried."""
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        sock.send(P.Hello(SHM, args.width, args.height, FMT, P.Transport.SHM).pack())
+        sock.send(Hello(SHM, args.width, args.height, FMT, Transport.SHM).pack())
         if not sock.poll(2000, zmq.POLLIN):
             continue
         frames = sock.recv_multipart()
-        if P.message_kind(frames[0]) == P.Kind.WELCOME:
-            return P.Welcome.unpack(frames[0])
-        code, reason = P.unpack_refuse(frames)
-        if code != P.RefuseCode.BUSY:
+        if message_kind(frames[0]) == Kind.WELCOME:
+            return Welcome.unpack(frames[0])
+        code, reason = unpack_refuse(frames)
+        if code != RefuseCode.BUSY:
             raise RuntimeError(f"refused: {reason}")
         time.sleep(0.5)
     raise RuntimeError("no WELCOME from the worker")
@@ -270,9 +305,9 @@ def bench_descriptors(
 
         def one_release() -> None:
             nonlocal not_consumed
-            rel = P.Release.unpack(sock.recv())
+            rel = Release.unpack(sock.recv())
             free.append(rel.slot)
-            not_consumed += rel.status is not P.ReleaseStatus.CONSUMED
+            not_consumed += rel.status is not ReleaseStatus.CONSUMED
 
         meter = Meter(pids)
         t0 = time.perf_counter()
@@ -286,7 +321,7 @@ def bench_descriptors(
             if not free:
                 one_release()
             seq += 1
-            sock.send(P.FrameDesc(welcome.epoch, free.pop(), seq, time.time_ns()).pack())
+            sock.send(FrameDesc(welcome.epoch, free.pop(), seq, time.time_ns()).pack())
         while len(free) < welcome.slot_count:
             one_release()
         result = meter.result(n, time.perf_counter(), settle_s=0.0)
@@ -324,11 +359,16 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="cgbt", dir="/tmp"))
     instance = f"bt{os.getpid()}"
     frames = make_frames(args.width, args.height, args.distinct)
-    results: dict[str, Any] = {"args": vars(args), "frame_bytes": frames[0].nbytes,
-                               "machine": {"nproc": os.cpu_count(),
-                                           "python": platform.python_version(),
-                                           "pyzmq": zmq.__version__,
-                                           "libzmq": zmq.zmq_version()}}  # fmt: skip
+    results: dict[str, Any] = {
+        "args": vars(args),
+        "frame_bytes": frames[0].nbytes,
+        "machine": {
+            "nproc": os.cpu_count(),
+            "python": platform.python_version(),
+            "pyzmq": zmq.__version__,
+            "libzmq": zmq.zmq_version(),
+        },
+    }
     results["memcpy"] = bench_memcpy(frames, args.memcpy_frames)
     results["memcpy_shm"] = bench_memcpy_shm(frames, args.memcpy_frames, args.slots)
     results["pushpull_ipc"] = bench_pushpull(frames, args.inline_frames, workdir)
@@ -338,8 +378,11 @@ def main() -> None:
         config = daemon_config(args, workdir / "rt", instance)
         daemon = Daemon(config, workdir)
         d = daemon
-        d.wait(lambda: all(s["state"] == "running" for s in d.status()["streams"]), 30,
-               "all streams running")  # fmt: skip
+        d.wait(
+            lambda: all(s["state"] == "running" for s in d.status()["streams"]),
+            30,
+            "all streams running",
+        )
         shm_ep = f"ipc://{daemon.runtime_dir}/ingest/{SHM}.sock"
         tcp_ep = config["streams"][1]["ingest"][0]
         pids = {"main": daemon.proc.pid, "worker": int(daemon.stream_status(SHM)["pid"])}
@@ -350,8 +393,7 @@ def main() -> None:
         results["shm_descriptors_paced"] = bench_descriptors(
             daemon, shm_ep, n_paced, args, rate=args.paced_rate
         )
-        results["tcp_inline"] = bench_client(daemon, TCP, tcp_ep, frames, args.inline_frames,
-                                             args)  # fmt: skip
+        results["tcp_inline"] = bench_client(daemon, TCP, tcp_ep, frames, args.inline_frames, args)
     finally:
         if daemon is not None:
             leftovers = daemon.stop()
@@ -361,30 +403,45 @@ def main() -> None:
         print(json.dumps(results, indent=1))
         return
     mc, ms, pp = results["memcpy"], results["memcpy_shm"], results["pushpull_ipc"]
-    print(f"{args.width}x{args.height} nv12 ({results['frame_bytes']} bytes/frame), "
-          f"{os.cpu_count()} CPUs, libzmq {zmq.zmq_version()}")  # fmt: skip
-    print(f"{'path':12} {'frames/s':>9} {'us/frame':>9}  daemon CPU us/frame (main + worker)"
-          "   capture CPU us/frame")  # fmt: skip
+    print(
+        f"{args.width}x{args.height} nv12 ({results['frame_bytes']} bytes/frame), "
+        f"{os.cpu_count()} CPUs, libzmq {zmq.zmq_version()}"
+    )
+    print(
+        f"{'path':12} {'frames/s':>9} {'us/frame':>9}  daemon CPU us/frame (main + worker)"
+        "   capture CPU us/frame"
+    )
     for label, r in (("memcpy", mc), (f"memcpy {args.slots}sl", ms)):
         print(f"{label:12} {r['fps']:9.0f} {r['us_per_frame']:9.1f}  ({r['gb_per_s']:.1f} GB/s)")
-    print(f"{'push/pull':12} {pp['fps']:9.0f} {pp['us_per_frame']:9.1f}  "
-          f"receiver {pp['receiver_cpu_us_per_frame']:.1f}"
-          f"{'':19}sender {pp['sender_cpu_us_per_frame']:.1f}")  # fmt: skip
-    for key, label in (("shm_client", "shm+client"), ("shm_descriptors", "shm desc"),
-                       ("shm_descriptors_paced", "shm paced"),
-                       ("tcp_inline", "tcp inline")):  # fmt: skip
+    print(
+        f"{'push/pull':12} {pp['fps']:9.0f} {pp['us_per_frame']:9.1f}  "
+        f"receiver {pp['receiver_cpu_us_per_frame']:.1f}"
+        f"{'':19}sender {pp['sender_cpu_us_per_frame']:.1f}"
+    )
+    for key, label in (
+        ("shm_client", "shm+client"),
+        ("shm_descriptors", "shm desc"),
+        ("shm_descriptors_paced", "shm paced"),
+        ("tcp_inline", "tcp inline"),
+    ):
         r = results[key]
         c = r["cpu_us_per_frame"]
-        print(f"{label:12} {r['fps']:9.0f} {1e6 / r['fps']:9.1f}  "
-              f"{r['daemon_cpu_us_per_frame']:6.1f} = {c['main']:.1f} + {c['worker']:.1f}"
-              f"{'':16}{c['capture']:.1f}")  # fmt: skip
+        print(
+            f"{label:12} {r['fps']:9.0f} {1e6 / r['fps']:9.1f}  "
+            f"{r['daemon_cpu_us_per_frame']:6.1f} = {c['main']:.1f} + {c['worker']:.1f}"
+            f"{'':16}{c['capture']:.1f}"
+        )
     idle = results["idle_cpu_ms_per_s"]
-    print(f"idle daemon: main {idle['main']:.1f} ms/s, worker {idle['worker']:.1f} ms/s "
-          "(included above)")  # fmt: skip
+    print(
+        f"idle daemon: main {idle['main']:.1f} ms/s, worker {idle['worker']:.1f} ms/s "
+        "(included above)"
+    )
     r = results["shm_descriptors"]
-    print(f"targets: > 2000 descriptors/s: {r['fps']:.0f}; < 100 us daemon CPU/frame: "
-          f"{r['daemon_cpu_us_per_frame']:.1f} (desc only), "
-          f"{results['shm_client']['daemon_cpu_us_per_frame']:.1f} (with client)")  # fmt: skip
+    print(
+        f"targets: > 2000 descriptors/s: {r['fps']:.0f}; < 100 us daemon CPU/frame: "
+        f"{r['daemon_cpu_us_per_frame']:.1f} (desc only), "
+        f"{results['shm_client']['daemon_cpu_us_per_frame']:.1f} (with client)"
+    )
     if leftovers:
         print(f"removed shm leftovers: {leftovers}")
 

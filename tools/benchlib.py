@@ -15,9 +15,9 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
-from camingest.control import call
 from camingest.errors import ControlError
-from camingest.protocol import PixelFormat, packed_shape
+from camingest.service.control import call
+from camingest.wire.pixels import PixelFormat, packed_shape
 
 Frame = npt.NDArray[np.uint8]
 
@@ -61,10 +61,21 @@ class Daemon:
         env.pop("NOTIFY_SOCKET", None)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "camingest", "run", "-c", str(path),
-                 "--log-target", "stderr"],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "camingest",
+                    "run",
+                    "-c",
+                    str(path),
+                    "--log-target",
+                    "stderr",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
 
     @property
     def control(self) -> Path:
@@ -98,8 +109,11 @@ class Daemon:
             time.sleep(0.05)
 
     def wait_running(self, timeout: float = 30.0) -> None:
-        self.wait(lambda: all(s["state"] == "running" for s in self.status()["streams"]),
-                  timeout, "all streams running")  # fmt: skip
+        self.wait(
+            lambda: all(s["state"] == "running" for s in self.status()["streams"]),
+            timeout,
+            "all streams running",
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

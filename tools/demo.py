@@ -12,10 +12,10 @@ from pathlib import Path
 
 import av
 
-from camingest.config_load import load_config
-from camingest.control import call
+from camingest.config.load import load_config
 from camingest.errors import ControlError
-from camingest.status import render_table
+from camingest.service.control import call
+from camingest.service.status import render_table
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,8 +50,10 @@ def describe(path: Path) -> str:
         stream = container.streams.video[0]
         frames = sum(1 for _ in container.decode(video=0))
         seconds = float(container.duration or 0) / 1e6
-        return (f"{path}: {stream.codec_context.name} {stream.codec_context.width}x"
-                f"{stream.codec_context.height}, {frames} frames, {seconds:.1f} s")  # fmt: skip
+        return (
+            f"{path}: {stream.codec_context.name} {stream.codec_context.width}x"
+            f"{stream.codec_context.height}, {frames} frames, {seconds:.1f} s"
+        )
 
 
 def main() -> int:
@@ -73,16 +75,30 @@ def main() -> int:
         for s in config.streams:
             path = out / f"{s.name}.mp4"
             recordings.append(path)
-            children.append(subprocess.Popen(
-                [sys.executable, "-m", "camingest.record_cli", "--stream", s.name, "--out",
-                 str(path), "-c", args.config, "--seconds", str(args.seconds)]))  # fmt: skip
+            children.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "camingest.cli.record",
+                        "--stream",
+                        s.name,
+                        "--out",
+                        str(path),
+                        "-c",
+                        args.config,
+                        "--seconds",
+                        str(args.seconds),
+                    ]
+                )
+            )
         time.sleep(0.5)  # the recorders subscribe first, so they start at the first keyframe
         captures = [
             subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
-                    "camingest.capture_cli",
+                    "camingest.cli.capture",
                     "--stream",
                     s.name,
                     "--source",
@@ -90,7 +106,7 @@ def main() -> int:
                     "-c",
                     args.config,
                 ]
-            )  # fmt: skip
+            )
             for s in config.streams
         ]
         children += captures

@@ -1,3 +1,3 @@
-from camingest.cli import main
+from camingest.cli.main import main
 
 raise SystemExit(main())

@@ -19,9 +19,25 @@ import numpy as np
 import numpy.typing as npt
 import zmq
 
-from camingest import protocol as P
 from camingest.errors import CaptureError, ShmError
-from camingest.shm import FrameRing
+from camingest.wire.framing import ProtocolError
+from camingest.wire.ingest import (
+    FLAG_FORCE_KEYFRAME,
+    INLINE_SLOT,
+    DropReason,
+    FrameDesc,
+    Hello,
+    Kind,
+    RefuseCode,
+    Release,
+    ReleaseStatus,
+    Transport,
+    Welcome,
+    message_kind,
+    unpack_refuse,
+)
+from camingest.wire.pixels import PixelFormat, frame_size, packed_shape, plane_layout
+from camingest.wire.ring import FrameRing
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +58,7 @@ class CaptureClient:
         stream: str,
         width: int,
         height: int,
-        pixel_format: P.PixelFormat | str,
+        pixel_format: PixelFormat | str,
         *,
         on_full: str = "drop",
         max_wait_ms: int = 0,
@@ -52,16 +68,16 @@ class CaptureClient:
         self.stream = stream
         self.width = width
         self.height = height
-        self.pixel_format = P.PixelFormat(pixel_format)
-        self.layout = P.plane_layout(self.pixel_format, width, height)
-        self.frame_size = P.frame_size(self.pixel_format, width, height)
-        self.transport = P.Transport.INLINE if endpoint.startswith("tcp://") else P.Transport.SHM
+        self.pixel_format = PixelFormat(pixel_format)
+        self.layout = plane_layout(self.pixel_format, width, height)
+        self.frame_size = frame_size(self.pixel_format, width, height)
+        self.transport = Transport.INLINE if endpoint.startswith("tcp://") else Transport.SHM
         self.max_wait_s = max_wait_ms / 1000 if on_full == "wait" else 0.0
         self._ctx = context
         self._own_ctx = context is None
         self._sock: zmq.Socket[bytes] | None = None
         self._ring: FrameRing | None = None
-        self._welcome: P.Welcome | None = None
+        self._welcome: Welcome | None = None
         self._free: list[int] = []
         self._outstanding: dict[int, float] = {}  # slot -> monotonic time sent
         self._hello_sent_at: float | None = None
@@ -82,7 +98,7 @@ class CaptureClient:
         sock.setsockopt(zmq.IMMEDIATE, 1)  # frames for a worker that is not there are dropped
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-        if self.transport is P.Transport.INLINE:
+        if self.transport is Transport.INLINE:
             sock.setsockopt(zmq.SNDHWM, 4)
         sock.connect(self.endpoint)
         self._sock = sock
@@ -136,16 +152,16 @@ class CaptureClient:
         if self._sock is None:
             raise CaptureError("send() before connect()")
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
-        flags = P.FLAG_FORCE_KEYFRAME if force_keyframe else 0
+        flags = FLAG_FORCE_KEYFRAME if force_keyframe else 0
         self._seq += 1
         self._pump(0)
         if self._welcome is None:
-            return self._drop(P.DropReason.RECONNECTING)
-        if self.transport is P.Transport.INLINE:
+            return self._drop(DropReason.RECONNECTING)
+        if self.transport is Transport.INLINE:
             return self._send_inline(planes, ts, flags)
         slot = self._take_slot()
         if slot is None:
-            return self._drop(P.DropReason.NO_SLOT)
+            return self._drop(DropReason.NO_SLOT)
         assert self._ring is not None
         dest = self._ring.slot(slot)
         if len(planes) == 1:
@@ -153,13 +169,13 @@ class CaptureClient:
         else:
             for plane, view in zip(planes, self._ring.planes(slot, self.layout), strict=True):
                 np.copyto(view, plane)
-        desc = P.FrameDesc(self._welcome.epoch, slot, self._seq, ts, flags)
+        desc = FrameDesc(self._welcome.epoch, slot, self._seq, ts, flags)
         try:
             self._sock.send(desc.pack(), zmq.NOBLOCK)
         except zmq.Again:
             # IMMEDIATE: nobody to queue for, i.e. the worker is gone (restarting).
             self._free.append(slot)
-            return self._drop(P.DropReason.RECONNECTING)
+            return self._drop(DropReason.RECONNECTING)
         self._outstanding[slot] = time.monotonic()
         self.stats["sent"] += 1
         return True
@@ -168,15 +184,15 @@ class CaptureClient:
         assert self._sock is not None
         assert self._welcome is not None
         payload = planes[0] if len(planes) == 1 else np.concatenate([p.reshape(-1) for p in planes])
-        desc = P.FrameDesc(self._welcome.epoch, P.INLINE_SLOT, self._seq, ts, flags)
+        desc = FrameDesc(self._welcome.epoch, INLINE_SLOT, self._seq, ts, flags)
         if self.max_wait_s and not self._sock.poll(int(self.max_wait_s * 1000), zmq.POLLOUT):
-            return self._drop(P.DropReason.SEND_QUEUE)
+            return self._drop(DropReason.SEND_QUEUE)
         try:
             self._sock.send_multipart(
                 [desc.pack(), np.ascontiguousarray(payload).data], zmq.NOBLOCK
             )
         except zmq.Again:
-            return self._drop(P.DropReason.SEND_QUEUE)
+            return self._drop(DropReason.SEND_QUEUE)
         self.stats["sent"] += 1
         return True
 
@@ -208,8 +224,11 @@ class CaptureClient:
     def _check_stall(self, now: float) -> None:
         stalled = self._outstanding and not self._free and now - self._last_release > STALL_S
         if self._welcome is not None and stalled:
-            logger.warning("stream %s: no release for %.1f s, handshaking again",
-                           self.stream, now - self._last_release)  # fmt: skip
+            logger.warning(
+                "stream %s: no release for %.1f s, handshaking again",
+                self.stream,
+                now - self._last_release,
+            )
             self._reset_session()
         self._maybe_hello(now)
 
@@ -217,7 +236,7 @@ class CaptureClient:
         if self._welcome is not None or self._sock is None:
             return
         if self._hello_sent_at is None or now - self._hello_sent_at > HELLO_RETRY_S:
-            hello = P.Hello(self.stream, self.width, self.height, self.pixel_format, self.transport)
+            hello = Hello(self.stream, self.width, self.height, self.pixel_format, self.transport)
             try:
                 self._sock.send(hello.pack(), zmq.NOBLOCK)
             except zmq.Again:
@@ -236,19 +255,19 @@ class CaptureClient:
 
     def _handle(self, frames: list[bytes], raise_refusal: bool) -> None:
         try:
-            kind = P.message_kind(frames[0])
-            if kind == P.Kind.RELEASE:
-                self._on_release(P.Release.unpack(frames[0]))
-            elif kind == P.Kind.WELCOME:
-                self._on_welcome(P.Welcome.unpack(frames[0]))
-            elif kind == P.Kind.REFUSE:
-                code, reason = P.unpack_refuse(frames)
-                if code == P.RefuseCode.STALE_EPOCH:
+            kind = message_kind(frames[0])
+            if kind == Kind.RELEASE:
+                self._on_release(Release.unpack(frames[0]))
+            elif kind == Kind.WELCOME:
+                self._on_welcome(Welcome.unpack(frames[0]))
+            elif kind == Kind.REFUSE:
+                code, reason = unpack_refuse(frames)
+                if code == RefuseCode.STALE_EPOCH:
                     if self._welcome is not None:
                         logger.info("stream %s: worker asks for a new handshake", self.stream)
                         self._reset_session()
                     return
-                if code == P.RefuseCode.BUSY:
+                if code == RefuseCode.BUSY:
                     self._busy = reason
                     logger.info("stream %s: %s; retrying", self.stream, reason)
                     self._reset_session()
@@ -260,14 +279,14 @@ class CaptureClient:
                 self._reset_session()
                 # The worker's config changed under us (a reload); ask again, but slowly.
                 self._hello_sent_at = time.monotonic() + REFUSED_RETRY_S - HELLO_RETRY_S
-        except P.ProtocolError as exc:
+        except ProtocolError as exc:
             logger.warning("stream %s: ignoring a malformed message: %s", self.stream, exc)
         except ShmError as exc:
             # The ring went away between WELCOME and here (the worker died): start over.
             logger.warning("stream %s: %s; handshaking again", self.stream, exc)
             self._reset_session()
 
-    def _on_welcome(self, welcome: P.Welcome) -> None:
+    def _on_welcome(self, welcome: Welcome) -> None:
         if self._welcome is not None and welcome.epoch == self._welcome.epoch:
             return  # an answer to a repeated HELLO
         if welcome.frame_size != self.frame_size:
@@ -278,7 +297,7 @@ class CaptureClient:
         if self._ring is not None:
             self._ring.close()
             self._ring = None
-        if self.transport is P.Transport.SHM:
+        if self.transport is Transport.SHM:
             self._ring = FrameRing.attach(
                 welcome.ring_name, welcome.slot_count, welcome.frame_size, welcome.epoch
             )
@@ -288,19 +307,19 @@ class CaptureClient:
         self._last_release = time.monotonic()
         logger.info("stream %s: connected, epoch %08x", self.stream, welcome.epoch)
 
-    def _on_release(self, release: P.Release) -> None:
+    def _on_release(self, release: Release) -> None:
         if self._welcome is None or release.epoch != self._welcome.epoch:
             return
         if self._outstanding.pop(release.slot, None) is not None:
             self._free.append(release.slot)
             self._last_release = time.monotonic()
-        if release.status is not P.ReleaseStatus.CONSUMED:
+        if release.status is not ReleaseStatus.CONSUMED:
             self.drops["worker"] = self.drops.get("worker", 0) + 1
 
     # -- validation ------------------------------------------------------------------------
 
     def _check(self, frame: Frame) -> list[npt.NDArray[np.uint8]]:
-        want = P.packed_shape(self.pixel_format, self.width, self.height)
+        want = packed_shape(self.pixel_format, self.width, self.height)
         plane_shapes = [(p.rows, p.row_bytes) for p in self.layout]
         expected = (
             f"stream {self.stream} takes {self.pixel_format.value} {self.width}x{self.height}: "

@@ -18,7 +18,8 @@ from types import TracebackType
 
 import zmq
 
-from camingest import protocol as P
+from camingest.wire.framing import ProtocolError
+from camingest.wire.output import OutputHeader
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 @dataclass(frozen=True, slots=True)
 class Packet:
     stream: str
-    header: P.OutputHeader
+    header: OutputHeader
     data: bytes
 
 
@@ -95,8 +96,8 @@ class Subscriber:
         if self.streams is not None and stream not in self.streams:
             return None
         try:
-            header = P.OutputHeader.unpack(frames[1])
-        except (P.ProtocolError, ValueError) as exc:  # ValueError: a codec this client lacks
+            header = OutputHeader.unpack(frames[1])
+        except (ProtocolError, ValueError) as exc:  # ValueError: a codec this client lacks
             logger.warning("stream %s: bad output header: %s", stream, exc)
             self.dropped += 1
             return None

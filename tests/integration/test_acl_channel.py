@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from helpers import ACL_SIM
 
-from camingest.annexb import nal_types
-from camingest.config import CodecName, EncoderConfig
-from camingest.encoders.acl import AclChannel
-from camingest.encoders.base import ChannelParams, EncodedPacket, RawFrame
+from camingest.config.model import EncoderConfig
 from camingest.errors import EncoderError
-from camingest.protocol import PixelFormat
+from camingest.wire.annexb import nal_types
+from camingest.wire.output import CodecName
+from camingest.wire.pixels import PixelFormat
+from camingest.worker.encoders.acl import AclChannel
+from camingest.worker.encoders.base import ChannelParams, EncodedPacket, RawFrame
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,7 +59,7 @@ def make_params(
             "gop": 30,
             "bitrate_kbps": 3000,
             **enc,
-        }  # fmt: skip
+        }
     )
     return ChannelParams("cam0", width, height, fmt, 30.0, encoder)
 
@@ -141,8 +142,9 @@ def test_encodes_every_frame_in_order(
     monkeypatch.setenv("ACL_SIM_RUN_MODE", str(run_mode))
     n, forced = 30, 11
     sink = Sink()
-    ch = AclChannel(make_params(codec, profile, width, height, fmt), sink.on_packet,
-                    sink.on_error, acl=acl)  # fmt: skip
+    ch = AclChannel(
+        make_params(codec, profile, width, height, fmt), sink.on_packet, sink.on_error, acl=acl
+    )
     assert ch.input_formats() == {PixelFormat.NV12, PixelFormat.NV21}
     ch.open()
     try:
@@ -320,12 +322,15 @@ def test_sim_is_importable_as_acl(acl: ModuleType) -> None:
 
 
 def test_acl_problems_by_soc() -> None:
-    from camingest.config import StreamConfig
-    from camingest.encoders.acl_limits import acl_problems, soc_from_name
+    from camingest.config.model import StreamConfig
+    from camingest.worker.encoders.acl_limits import acl_problems, soc_from_name
 
     assert [soc_from_name(n) for n in ("Ascend310B4", "Ascend310P3", "Ascend310", "x")] == [
-        "310B", "310P", "310", "310B",
-    ]  # fmt: skip
+        "310B",
+        "310P",
+        "310",
+        "310B",
+    ]
     ok = StreamConfig.model_validate({"name": "cam0", "width": 1920, "height": 1080})
     assert acl_problems(ok, None) == []
     big = StreamConfig.model_validate(
@@ -335,7 +340,7 @@ def test_acl_problems_by_soc() -> None:
             "height": 2160,
             "fps": 200,
             "encoder": {"rate_control": "cqp", "bitrate_kbps": 50000},
-        }  # fmt: skip
+        }
     )
     assert acl_problems(big, "310B") == [
         "rate_control cqp is not offered by Ascend VENC V1; use cbr or vbr"

@@ -22,8 +22,9 @@ def acl_env(workdir, **faults: str) -> dict[str, str]:
 
 
 def acl_stream(stream, name, *args, **enc):
-    return stream(name, *args, encoder={"backend": "acl", "rate_control": "cbr",
-                                        "bitrate_kbps": 3000, **enc})  # fmt: skip
+    return stream(
+        name, *args, encoder={"backend": "acl", "rate_control": "cbr", "bitrate_kbps": 3000, **enc}
+    )
 
 
 def reports(workdir) -> list[dict]:
@@ -47,14 +48,17 @@ def test_two_acl_streams_decode_and_leave_nothing_allocated(make_daemon, stream,
     for name, f in feeds.items():
         wait_until(lambda n=name, f=f: len(col.packets[n]) >= len(f.sent), 20, f"{name} packets")
     # A forced keyframe through the control socket.
-    from camingest.control import call
+    from camingest.service.control import call
 
     call(daemon.control, "keyframe", stream="cam0")
     late = Feeder(daemon, "cam0", fps=40).start()
     wait_until(lambda: len(late.sent) >= 5, 15, "frames after the request")
     late.stop()
-    wait_until(lambda: len(col.packets["cam0"]) >= len(feeds["cam0"].sent) + len(late.sent), 20,
-               "packets after the request")  # fmt: skip
+    wait_until(
+        lambda: len(col.packets["cam0"]) >= len(feeds["cam0"].sent) + len(late.sent),
+        20,
+        "packets after the request",
+    )
     col.stop()
     for name, codec in (("cam0", "h264"), ("cam1", "h265")):
         packets = col.packets[name][: len(feeds[name].sent)]
@@ -116,8 +120,7 @@ def test_refused_channel_creation_backs_off_with_a_clear_message(make_daemon, st
 
 
 @pytest.mark.timeout(120)
-def test_bad_ret_code_on_one_frame_is_counted_and_the_stream_goes_on(make_daemon, stream,
-                                                                    workdir):  # fmt: skip
+def test_bad_ret_code_on_one_frame_is_counted_and_the_stream_goes_on(make_daemon, stream, workdir):
     daemon = make_daemon([acl_stream(stream, "cam0")], env=acl_env(workdir, bad_ret_at="10"))
     col = Collector(daemon.out, ["cam0"]).start()
     daemon.wait_subscribers("cam0")
@@ -130,8 +133,11 @@ def test_bad_ret_code_on_one_frame_is_counted_and_the_stream_goes_on(make_daemon
     seqs = [p.header.frame_seq for p in col.packets["cam0"]]
     missing = sorted(set(feed.sent) - set(seqs))
     assert missing == [sorted(feed.sent)[9]], missing  # exactly the 10th frame is lost
-    wait_until(lambda: daemon.stream_status("cam0")["drops"].get("encoder_error") == 1, 10,
-               "the counted encoder error")  # fmt: skip
+    wait_until(
+        lambda: daemon.stream_status("cam0")["drops"].get("encoder_error") == 1,
+        10,
+        "the counted encoder error",
+    )
     status = daemon.stream_status("cam0")
     assert status["state"] == "running" and status["restarts"] == 0
     # The frames after the failed one reference a picture the decoder never saw only if the

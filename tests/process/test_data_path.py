@@ -21,10 +21,12 @@ from helpers import (
     wait_until,
 )
 
-from camingest import protocol as P
 from camingest.capture import CaptureClient
 from camingest.errors import CaptureError
 from camingest.subscribe import Subscriber
+from camingest.wire.ingest import INGEST_MAGIC, INLINE_SLOT, FrameDesc
+from camingest.wire.output import OutputHeader
+from camingest.wire.pixels import PixelFormat
 
 pytestmark = pytest.mark.process
 
@@ -59,12 +61,13 @@ def test_two_streams_every_frame_arrives_and_decodes(make_daemon, stream, record
     with Subscriber([daemon.out], ["cam0", "cam1"]) as sub:
         daemon.wait_subscribers("cam0")
         daemon.wait_subscribers("cam1")
-        caps = {s["name"]: client(daemon, s["name"], on_full="wait", max_wait_ms=5000)
-                for s in streams}  # fmt: skip
+        caps = {
+            s["name"]: client(daemon, s["name"], on_full="wait", max_wait_ms=5000) for s in streams
+        }
         sources: dict[str, list[np.ndarray]] = {"cam0": [], "cam1": []}
         for i in range(n):
             for s in streams:
-                fmt = P.PixelFormat(s["pixel_format"])
+                fmt = PixelFormat(s["pixel_format"])
                 planes = pattern_planes(fmt, s["width"], s["height"], i)
                 sources[s["name"]].append(luma_of(fmt, s["width"], s["height"], planes))
                 assert caps[s["name"]].send(as_capture_array(fmt, s["width"], s["height"], planes))
@@ -92,7 +95,7 @@ def test_late_joiner_starts_at_a_keyframe(make_daemon, stream):
     """A subscriber that joins mid-stream (GOP far away) gets an IDR promptly and decodes
     from its very first packet; so does a second late joiner of the same stream."""
     daemon = make_daemon([stream("cam0", 192, 108, "nv12", encoder={"gop": 1000})])
-    fmt = P.PixelFormat.NV12
+    fmt = PixelFormat.NV12
     cap = client(daemon, "cam0", on_full="wait", max_wait_ms=5000)
     sent: dict[int, np.ndarray] = {}
     i = 0
@@ -121,7 +124,7 @@ def test_late_joiner_starts_at_a_keyframe(make_daemon, stream):
             assert len(packets) >= 20, f"joiner {joiner} got {len(packets)} packets"
             assert packets[0].header.keyframe
             assert packets[0].header.frame_seq > 30
-            assert P.OutputHeader  # header parsed
+            assert OutputHeader  # header parsed
             decoded = decode_annexb(b"".join(p.data for p in packets), "h264")
             assert len(decoded) == len(packets)
             for pic, p in zip(decoded, packets, strict=True):
@@ -156,12 +159,12 @@ def test_bad_input_is_refused_and_the_other_stream_loses_nothing(make_daemon, st
         raw.setsockopt(zmq.LINGER, 0)
         raw.connect(daemon.ingest("cam0"))
         raw.send(b"\xff" * 40)
-        raw.send(P.INGEST_MAGIC + b"\x01\x04")
-        raw.send(P.FrameDesc(epoch=1, slot=999, seq=1, timestamp_ns=0).pack())
-        raw.send_multipart([P.FrameDesc(1, P.INLINE_SLOT, 1, 0).pack(), b"x" * 10_000_000])
+        raw.send(INGEST_MAGIC + b"\x01\x04")
+        raw.send(FrameDesc(epoch=1, slot=999, seq=1, timestamp_ns=0).pack())
+        raw.send_multipart([FrameDesc(1, INLINE_SLOT, 1, 0).pack(), b"x" * 10_000_000])
         for i in range(n):
-            planes = pattern_planes(P.PixelFormat.I420, 160, 120, i)
-            assert good.send(as_capture_array(P.PixelFormat.I420, 160, 120, planes))
+            planes = pattern_planes(PixelFormat.I420, 160, 120, i)
+            assert good.send(as_capture_array(PixelFormat.I420, 160, 120, planes))
             time.sleep(0.005)
         got = collect(sub, {"cam1": n})["cam1"]
         assert [p.header.frame_seq for p in got] == list(range(1, n + 1))
@@ -209,8 +212,9 @@ def test_capture_killed_mid_frame(make_daemon, stream):
     """A capture process killed while sending: the worker lives, a new capture takes over,
     and nothing is leaked."""
     daemon = make_daemon([stream("cam0")])
-    proc = subprocess.Popen([sys.executable, "-c", CAPTURE_SCRIPT, daemon.ingest("cam0")],
-                            stdout=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CAPTURE_SCRIPT, daemon.ingest("cam0")], stdout=subprocess.PIPE
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"connected"
         wait_until(lambda: daemon.stream_status("cam0")["frames_in"] > 20, 15, "frames")
@@ -248,9 +252,9 @@ def test_inline_transport_over_tcp(make_daemon, stream, workdir):
         cap.connect(10)
         sent = []
         for i in range(20):
-            planes = pattern_planes(P.PixelFormat.NV12, 160, 120, i)
+            planes = pattern_planes(PixelFormat.NV12, 160, 120, i)
             sent.append(planes[0])
-            assert cap.send(as_capture_array(P.PixelFormat.NV12, 160, 120, planes))
+            assert cap.send(as_capture_array(PixelFormat.NV12, 160, 120, planes))
             time.sleep(0.01)
         got = collect(sub, {"cam0": 20}, timeout=15)["cam0"]
         cap.close()

@@ -50,8 +50,7 @@ def test_killed_worker_restarts_and_the_stream_resumes_with_a_keyframe(make_daem
 
 @pytest.mark.timeout(90)
 def test_stopped_worker_is_detected_and_replaced(make_daemon, stream):
-    daemon = make_daemon([stream("cam0"), stream("cam1")],
-                         supervision={"hang_timeout_s": 2.0})  # fmt: skip
+    daemon = make_daemon([stream("cam0"), stream("cam1")], supervision={"hang_timeout_s": 2.0})
     pid = daemon.worker_pid("cam0")
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -75,10 +74,14 @@ def test_stopped_worker_is_detected_and_replaced(make_daemon, stream):
 @pytest.mark.timeout(90)
 def test_always_failing_encoder_is_marked_failed_and_the_other_stream_goes_on(make_daemon, stream):
     bad = stream("bad", encoder={"tune": "nosuchtune"})
-    daemon = make_daemon([bad, stream("cam0")], wait=False,
-                         supervision={"max_restarts": 2, "backoff_initial_s": 0.1})  # fmt: skip
-    wait_until(lambda: daemon.proc.poll() is None and _state(daemon, "bad") == "failed", 40,
-               "the bad stream to fail")  # fmt: skip
+    daemon = make_daemon(
+        [bad, stream("cam0")], wait=False, supervision={"max_restarts": 2, "backoff_initial_s": 0.1}
+    )
+    wait_until(
+        lambda: daemon.proc.poll() is None and _state(daemon, "bad") == "failed",
+        40,
+        "the bad stream to fail",
+    )
     st = daemon.stream_status("bad")
     assert st["restarts"] == 2
     assert "nosuchtune" in st["detail"] or "cannot open" in st["detail"], st["detail"]
@@ -148,8 +151,11 @@ def test_reload_adds_removes_changes_and_leaves_an_unchanged_stream_alone(make_d
     write_config(daemon.config_path, new)
     daemon.config = new
     daemon.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: {s["name"] for s in daemon.status()["streams"]} == {"keep", "change", "add"},
-               15, "the new stream set")  # fmt: skip
+    wait_until(
+        lambda: {s["name"] for s in daemon.status()["streams"]} == {"keep", "change", "add"},
+        15,
+        "the new stream set",
+    )
     daemon.wait_running()
     assert daemon.worker_pid("change") != pids["change"]
     assert daemon.worker_pid("keep") == pids["keep"]
@@ -226,8 +232,10 @@ def test_a_subscriber_that_never_reads_slows_no_one(make_daemon, stream):
 def test_an_encoder_that_holds_frames_back_is_not_taken_for_hung(make_daemon, stream):
     """x264 with lookahead keeps frames while the camera pauses: that is not a stall, and at
     the stop the flush delivers every frame."""
-    daemon = make_daemon([stream("cam0", encoder={"preset": "veryfast", "tune": None})],
-                         supervision={"hang_timeout_s": 2.0})  # fmt: skip
+    daemon = make_daemon(
+        [stream("cam0", encoder={"preset": "veryfast", "tune": None})],
+        supervision={"hang_timeout_s": 2.0},
+    )
     col = Collector(daemon.out, ["cam0"]).start()
     daemon.wait_subscribers("cam0")
     feed = Feeder(daemon, "cam0", fps=60).start()

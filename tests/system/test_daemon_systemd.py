@@ -66,8 +66,12 @@ def test_notify_sequence_and_watchdog(make_daemon, stream, workdir):
     notify = NotifySocket(path)
     try:
         env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"}
-        daemon = make_daemon([stream("cam0"), stream("cam1")], env=env, wait=False,
-                             supervision={"hang_timeout_s": 4.0})  # fmt: skip
+        daemon = make_daemon(
+            [stream("cam0"), stream("cam1")],
+            env=env,
+            wait=False,
+            supervision={"hang_timeout_s": 4.0},
+        )
         notify.wait_for("READY=1", 30)
         notify.wait_for("STATUS=", 10)
         notify.wait_for("WATCHDOG=1", 5)
@@ -105,12 +109,20 @@ def test_notify_sequence_and_watchdog(make_daemon, stream, workdir):
 def test_bad_config_exits_3_with_one_line(workdir):
     cfg = workdir / "bad.yaml"
     cfg.write_text("streams:\n  - name: cam0\n    width: 641\n    height: 480\n")
-    result = subprocess.run([sys.executable, "-m", "camingest", "run", "-c", str(cfg)],
-                            capture_output=True, text=True, timeout=30)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "camingest", "run", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 3
     assert "bad.yaml:3: streams[0].width" in result.stderr
-    check = subprocess.run([sys.executable, "-m", "camingest", "check", "-c", str(cfg)],
-                           capture_output=True, text=True, timeout=30)  # fmt: skip
+    check = subprocess.run(
+        [sys.executable, "-m", "camingest", "check", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert check.returncode == 3
     assert "streams[0].width" in check.stderr
 
@@ -145,11 +157,21 @@ def test_status_command_and_metrics_endpoint(make_daemon, stream):
     wait_until(lambda: daemon.stream_status("cam0")["frames_in"] >= 20, 15, "frames")
     feed.stop()
     cli = [sys.executable, "-m", "camingest"]
-    table = subprocess.run([*cli, "status", "-c", str(daemon.config_path)], capture_output=True,
-                           text=True, timeout=30, check=True).stdout  # fmt: skip
+    table = subprocess.run(
+        [*cli, "status", "-c", str(daemon.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     assert "STREAM" in table and "cam0" in table and "running" in table
-    raw = subprocess.run([*cli, "status", "--json", "--socket", str(daemon.control)],
-                         capture_output=True, text=True, timeout=30, check=True).stdout  # fmt: skip
+    raw = subprocess.run(
+        [*cli, "status", "--json", "--socket", str(daemon.control)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     assert json.loads(raw)["streams"][0]["name"] == "cam0"
 
     def frames_in() -> float:
@@ -162,6 +184,10 @@ def test_status_command_and_metrics_endpoint(make_daemon, stream):
 
     # The metrics follow the workers' heartbeats (every 2 s), so they may lag the status.
     wait_until(lambda: frames_in() >= 20, 15, "per-stream metrics")
-    bad = subprocess.run([*cli, "keyframe", "nosuch", "--socket", str(daemon.control)],
-                         capture_output=True, text=True, timeout=30)  # fmt: skip
+    bad = subprocess.run(
+        [*cli, "keyframe", "nosuch", "--socket", str(daemon.control)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert bad.returncode != 0 and "nosuch" in bad.stderr

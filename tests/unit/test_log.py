@@ -26,7 +26,7 @@ CHILD = """
 import logging, os
 from camingest.log import configure_child
 configure_child("stderr", "info", "cam7")
-log = logging.getLogger("camingest.worker")
+log = logging.getLogger("camingest.worker.main")
 log.debug("below the level: never shown")
 log.info("hello from %d", os.getpid())
 log.warning("explicit stream wins", extra={"STREAM": "other"})
@@ -43,14 +43,17 @@ def test_child_logs_on_its_own_with_its_stream() -> None:
     """A worker logs with a handler of its own (no queue to the parent: its semaphores would
     outlive a SIGKILL of the process group), every record tagged with its stream."""
     env = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "JOURNAL_STREAM")}
-    result = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True,
-                            timeout=20, env=env)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=20, env=env
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     ts = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} "
-    assert re.fullmatch(ts + r"INFO camingest.worker \[cam7\] hello from \d+", lines[0]), lines
-    assert re.fullmatch(ts + r"WARNING camingest.worker \[other\] explicit stream wins", lines[1])
-    assert re.fullmatch(ts + r"ERROR camingest.worker \[cam7\] failed", lines[2])
+    assert re.fullmatch(ts + r"INFO camingest.worker.main \[cam7\] hello from \d+", lines[0]), lines
+    assert re.fullmatch(
+        ts + r"WARNING camingest.worker.main \[other\] explicit stream wins", lines[1]
+    )
+    assert re.fullmatch(ts + r"ERROR camingest.worker.main \[cam7\] failed", lines[2])
     assert "RuntimeError: boom" in result.stderr
     assert "never shown" not in result.stderr
 
@@ -62,14 +65,14 @@ def test_configure_parent_stderr_and_restore(capsys: pytest.CaptureFixture[str])
     try:
         assert setup.target == "stderr"
         assert len(root.handlers) == 1
-        logging.getLogger("camingest.runtime").info("parent here", extra={"STREAM": "cam0"})
-        logging.getLogger("camingest.runtime").debug("not shown")
+        logging.getLogger("camingest.service.runtime").info("parent here", extra={"STREAM": "cam0"})
+        logging.getLogger("camingest.service.runtime").debug("not shown")
     finally:
         setup.stop()
     assert root.handlers == before
     err = capsys.readouterr().err.splitlines()
     ts = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} "  # not under systemd: timestamps
-    assert re.fullmatch(ts + r"INFO camingest.runtime \[cam0\] parent here", err[0]), err
+    assert re.fullmatch(ts + r"INFO camingest.service.runtime \[cam0\] parent here", err[0]), err
     assert not any("not shown" in line for line in err)
 
 

@@ -17,8 +17,9 @@ PROFILES = {1: "baseline", 2: "main", 3: "high"}
 class SimEncoder:
     """One VENC channel's encoder; one access unit out per frame in (zero-latency settings)."""
 
-    def __init__(self, entype: int, width: int, height: int, gop: int, src_rate: int,
-                 bitrate_kbps: int) -> None:  # fmt: skip
+    def __init__(
+        self, entype: int, width: int, height: int, gop: int, src_rate: int, bitrate_kbps: int
+    ) -> None:
         self.width, self.height = width, height
         rate = src_rate or 30
         name = "libx265" if entype == 0 else "libx264"
@@ -41,8 +42,9 @@ class SimEncoder:
         self.ctx = ctx
         self.pts = 0
 
-    def encode(self, buf: np.ndarray, stride: int, uv_offset: int, pixel_format: int,
-               force_idr: bool) -> bytes:  # fmt: skip
+    def encode(
+        self, buf: np.ndarray, stride: int, uv_offset: int, pixel_format: int, force_idr: bool
+    ) -> bytes:
         """Encode one NV12/NV21 frame laid out with `stride` bytes per row."""
         w, h = self.width, self.height
         y = buf[: stride * h].reshape(h, stride)[:, :w]

@@ -13,9 +13,18 @@ from acl.state import STATE
 
 # NumPy type numbers accepted by ptr_to_numpy (NPY_TYPES), as pyACL takes them.
 _NPY_TYPES = {
-    1: np.int8, 2: np.uint8, 3: np.int16, 4: np.uint16, 5: np.int32, 6: np.uint32,
-    7: np.int64, 8: np.uint64, 11: np.float32, 12: np.float64, 23: np.float16,
-}  # fmt: skip
+    1: np.int8,
+    2: np.uint8,
+    3: np.int16,
+    4: np.uint16,
+    5: np.int32,
+    6: np.uint32,
+    7: np.int64,
+    8: np.uint64,
+    11: np.float32,
+    12: np.float64,
+    23: np.float16,
+}
 
 
 def start_thread(func: object, args_list: list[Any]) -> tuple[int, int]:

@@ -140,8 +140,19 @@ def _make_accessors(name: str) -> None:
     globals()[f"venc_get_channel_desc_{name}"] = getter
 
 
-_FIELDS = ("thread_id", "entype", "pic_format", "pic_width", "pic_height", "key_frame_interval",
-           "buf_addr", "buf_size", "rc_mode", "src_rate", "max_bit_rate")  # fmt: skip
+_FIELDS = (
+    "thread_id",
+    "entype",
+    "pic_format",
+    "pic_width",
+    "pic_height",
+    "key_frame_interval",
+    "buf_addr",
+    "buf_size",
+    "rc_mode",
+    "src_rate",
+    "max_bit_rate",
+)
 for _name in _FIELDS:
     _make_accessors(_name)
 
@@ -151,9 +162,25 @@ def venc_get_channel_desc_channel_id(desc: int) -> int:
 
 
 # aclvencChannelDescParamType -> field
-_PARAMS = dict(enumerate(("thread_id", "callback", "pic_format", "entype", "pic_width",
-                          "pic_height", "key_frame_interval", "buf_addr", "buf_size", "rc_mode",
-                          "src_rate", "max_bit_rate", "max_ip_prop")))  # fmt: skip
+_PARAMS = dict(
+    enumerate(
+        (
+            "thread_id",
+            "callback",
+            "pic_format",
+            "entype",
+            "pic_width",
+            "pic_height",
+            "key_frame_interval",
+            "buf_addr",
+            "buf_size",
+            "rc_mode",
+            "src_rate",
+            "max_bit_rate",
+            "max_ip_prop",
+        )
+    )
+)
 
 
 def venc_set_channel_desc_param(desc: int, param_type: int, value: Any) -> int:
@@ -230,8 +257,14 @@ def venc_create_channel(desc: int) -> int:
         if problems:
             STATE.dmesg.extend(f"[venc] {p}" for p in problems)
             return codes.RT_AICPU_EXCEPTION  # the reason is only in the kernel log
-        ch.encoder = SimEncoder(ch.entype, ch.pic_width, ch.pic_height, ch.key_frame_interval,
-                                ch.src_rate, ch.max_bit_rate)  # fmt: skip
+        ch.encoder = SimEncoder(
+            ch.entype,
+            ch.pic_width,
+            ch.pic_height,
+            ch.key_frame_interval,
+            ch.src_rate,
+            ch.max_bit_rate,
+        )
         ch.channel_id = sum(1 for h in STATE.handles.values() if isinstance(h, ChannelDesc))
         ch.state = "created"
     return codes.SUCCESS

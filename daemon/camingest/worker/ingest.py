@@ -1,0 +1,324 @@
+"""The worker side of the ingest socket: handshake, descriptor checks, slot ownership, release.
+
+One capture session at a time owns the stream. Each accepted HELLO starts a session with a new
+epoch and a new ring, so a capture that was replaced (or a worker that restarted) can never
+write into a slot the current session owns: its descriptors carry a stale epoch and its bytes
+land in a segment nobody reads any more. Bad input is dropped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import zmq
+
+from camingest.config.model import StreamConfig
+from camingest.errors import ResourceError, ShmError
+from camingest.log import RateLimitedLog
+from camingest.wire.framing import ProtocolError, VersionError
+from camingest.wire.ingest import (
+    INLINE_SLOT,
+    DropReason,
+    FrameDesc,
+    Hello,
+    Kind,
+    RefuseCode,
+    Release,
+    ReleaseStatus,
+    Transport,
+    Welcome,
+    message_kind,
+    pack_refuse,
+)
+from camingest.wire.pixels import frame_size, plane_layout
+from camingest.wire.ring import RING_FIRST_SLOT_OFFSET, FrameRing, ring_name
+from camingest.worker.encoders.base import RawFrame
+
+logger = logging.getLogger(__name__)
+
+# A capture whose last frame is older than this may be replaced by another one.
+TAKEOVER_S = 2.0
+
+# Called with a frame whose planes are views that stay valid only during the call.
+FrameHandler = Callable[[RawFrame, bool], ReleaseStatus]
+
+
+@dataclass
+class IngestCounters:
+    frames_in: int = 0
+    drops: dict[str, int] = field(default_factory=dict)
+    sessions: int = 0
+
+    def drop(self, reason: DropReason) -> None:
+        self.drops[reason.value] = self.drops.get(reason.value, 0) + 1
+
+
+@dataclass
+class _Session:
+    peer: bytes
+    epoch: int
+    transport: Transport
+    ring: FrameRing | None
+    welcome: Welcome
+    frames: int = 0
+    last_frame: float = 0.0  # monotonic time of its last frame (0: none yet)
+
+
+class IngestServer:
+    def __init__(
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        stream: StreamConfig,
+        endpoints: tuple[str, ...],
+        instance: str,
+        epoch: int,
+        on_frame: FrameHandler,
+    ) -> None:
+        self.stream = stream
+        self.endpoints = endpoints
+        self.instance = instance
+        self.counters = IngestCounters()
+        self.layout = plane_layout(stream.pixel_format, stream.width, stream.height)
+        self.frame_size = frame_size(stream.pixel_format, stream.width, stream.height)
+        self._ctx = context
+        self._next_epoch = epoch
+        self._on_frame = on_frame
+        self._session: _Session | None = None
+        self.sockets: list[zmq.Socket[bytes]] = []
+        self._remote: dict[zmq.Socket[bytes], bool] = {}  # tcp: the peer may be on another host
+        self._warn = RateLimitedLog(logger)
+
+    def open(self) -> None:
+        for ep in self.endpoints:
+            sock = self._ctx.socket(zmq.ROUTER)
+            self.sockets.append(sock)  # registered before bind: close() releases it on failure
+            sock.setsockopt(zmq.LINGER, 0)
+            # Inline frames are the largest legitimate message; anything bigger is hostile.
+            sock.setsockopt(zmq.MAXMSGSIZE, self.frame_size + 4096)
+            sock.setsockopt(zmq.RCVHWM, max(4, 2 * self.stream.slots))
+            local = ep.startswith("ipc://")
+            try:
+                if local:
+                    os.makedirs(os.path.dirname(ep[6:]), exist_ok=True)
+                sock.bind(ep)
+            except (OSError, zmq.ZMQError) as exc:
+                raise ResourceError(f"cannot bind ingest endpoint {ep}: {exc}") from exc
+            if local:
+                os.chmod(ep[6:], 0o660)  # capture programs run as members of the group
+            self._remote[sock] = not local
+
+    @property
+    def connected(self) -> bool:
+        return self._session is not None
+
+    def flush_warnings(self) -> None:
+        self._warn.flush()
+
+    def close(self) -> None:
+        self._end_session()
+        for sock in self.sockets:
+            sock.close(linger=0)
+        self.sockets = []
+        # libzmq leaves ipc socket files behind; a stream removed by a reload must not.
+        for ep in self.endpoints:
+            if ep.startswith("ipc://"):
+                Path(ep[6:]).unlink(missing_ok=True)
+
+    # -- messages --------------------------------------------------------------------------
+
+    def handle(self, sock: zmq.Socket[bytes], budget: int = 64) -> None:
+        """Process up to `budget` waiting messages of one socket."""
+        for _ in range(budget):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) < 2:
+                self.counters.drop(DropReason.MALFORMED)
+                continue
+            peer, body = frames[0], frames[1:]
+            try:
+                kind = message_kind(body[0])
+                if kind == Kind.HELLO:
+                    self._on_hello(sock, peer, body)
+                elif kind == Kind.FRAME:
+                    self._on_frame_desc(sock, peer, body)
+                else:
+                    raise ProtocolError(f"unexpected message kind {kind}")
+            except VersionError as exc:
+                self.counters.drop(DropReason.MALFORMED)
+                self._reply(sock, peer, pack_refuse(RefuseCode.BAD_VERSION, str(exc)))
+            except ProtocolError as exc:
+                self.counters.drop(DropReason.MALFORMED)
+                self._warn.warning(
+                    "malformed", "stream %s: malformed ingest message: %s", self.stream.name, exc
+                )
+
+    def _on_hello(self, sock: zmq.Socket[bytes], peer: bytes, body: list[bytes]) -> None:
+        if len(body) != 1:
+            raise ProtocolError("HELLO must be a single frame")
+        hello = Hello.unpack(body[0])
+        problem = self._mismatch(hello)
+        if problem is None and hello.transport is Transport.SHM and self._remote.get(sock):
+            problem = (
+                RefuseCode.TRANSPORT,
+                (
+                    "shared memory is offered on ipc:// endpoints only; "
+                    "over tcp:// send frames inline"
+                ),
+            )
+        s = self._session
+        now = time.monotonic()
+        if problem is None and s is not None and s.peer != peer and now - s.last_frame < TAKEOVER_S:
+            # Two live captures would take the stream from each other forever; one that died
+            # is replaced as soon as its frames stop.
+            problem = (
+                RefuseCode.BUSY,
+                (f"another capture is sending to stream {self.stream.name}"),
+            )
+        if problem is not None:
+            code, reason = problem
+            self._warn.warning(
+                ("refuse", code), "stream %s: refused a capture: %s", self.stream.name, reason
+            )
+            self._reply(sock, peer, pack_refuse(code, reason))
+            return
+        if s is not None and s.peer == peer and s.frames == 0 and s.transport == hello.transport:
+            self._reply(sock, peer, [s.welcome.pack()])  # a repeated HELLO: same answer
+            return
+        try:
+            self._start_session(peer, hello.transport)
+        except ShmError as exc:
+            logger.error("stream %s: %s", self.stream.name, exc)
+            self._reply(sock, peer, pack_refuse(RefuseCode.TRANSPORT, str(exc)))
+            return
+        assert self._session is not None
+        self._reply(sock, peer, [self._session.welcome.pack()])
+
+    def _mismatch(self, hello: Hello) -> tuple[RefuseCode, str] | None:
+        st = self.stream
+        if hello.stream != st.name:
+            return RefuseCode.UNKNOWN_STREAM, (
+                f"this is the ingest socket of stream {st.name!r}, not {hello.stream!r}"
+            )
+        if (hello.width, hello.height) != (st.width, st.height):
+            return RefuseCode.GEOMETRY, (
+                f"stream {st.name} is {st.width}x{st.height}, the capture sends "
+                f"{hello.width}x{hello.height}"
+            )
+        if hello.pixel_format != st.pixel_format:
+            return RefuseCode.PIXEL_FORMAT, (
+                f"stream {st.name} takes {st.pixel_format.value}, the capture sends "
+                f"{hello.pixel_format.value}"
+            )
+        return None
+
+    def _start_session(self, peer: bytes, transport: Transport) -> None:
+        self._end_session()
+        epoch = self._next_epoch
+        self._next_epoch = (self._next_epoch + 1) & 0xFFFFFFFF or 1
+        ring = None
+        if transport is Transport.SHM:
+            name = ring_name(self.instance, self.stream.name, epoch)
+            ring = FrameRing.create(name, self.stream.slots, self.frame_size, epoch, mode=0o660)
+        welcome = Welcome(
+            epoch=epoch,
+            slot_count=self.stream.slots if ring else 0,
+            first_slot_offset=RING_FIRST_SLOT_OFFSET if ring else 0,
+            slot_stride=ring.slot_stride if ring else 0,
+            frame_size=self.frame_size,
+            ring_name=ring.name if ring else "",
+            planes=self.layout,
+        )
+        self._session = _Session(peer, epoch, transport, ring, welcome)
+        self.counters.sessions += 1
+        self._warn.log(
+            logging.INFO,
+            "connect",
+            "stream %s: capture connected (%s), epoch %08x",
+            self.stream.name,
+            transport.name.lower(),
+            epoch,
+        )
+
+    def _end_session(self) -> None:
+        if self._session is not None and self._session.ring is not None:
+            self._session.ring.close()
+        self._session = None
+
+    def _on_frame_desc(self, sock: zmq.Socket[bytes], peer: bytes, body: list[bytes]) -> None:
+        desc = FrameDesc.unpack(body[0])
+        s = self._session
+        if s is None or s.peer != peer or desc.epoch != s.epoch:
+            self.counters.drop(DropReason.STALE_EPOCH)
+            self._reply(sock, peer, pack_refuse(RefuseCode.STALE_EPOCH, "handshake again"))
+            return
+        if desc.slot == INLINE_SLOT:
+            if s.transport is not Transport.INLINE or len(body) != 2:
+                raise ProtocolError("inline frame outside an inline session")
+            if len(body[1]) != self.frame_size:
+                self.counters.drop(DropReason.WRONG_SIZE)
+                self._warn.warning(
+                    "size",
+                    "stream %s: inline frame of %d bytes, expected %d",
+                    self.stream.name,
+                    len(body[1]),
+                    self.frame_size,
+                )
+                return
+            data = np.frombuffer(body[1], dtype=np.uint8)
+            planes = tuple(
+                data[p.offset : p.offset + p.size].reshape(p.rows, p.stride)[:, : p.row_bytes]
+                for p in self.layout
+            )
+            self._submit(s, desc, planes)
+            return
+        if s.ring is None or len(body) != 1:
+            raise ProtocolError("slot descriptor outside a shared-memory session")
+        if desc.slot >= s.ring.slot_count:
+            self.counters.drop(DropReason.BAD_SLOT)
+            self._warn.warning(
+                "slot",
+                "stream %s: descriptor for slot %d of %d",
+                self.stream.name,
+                desc.slot,
+                s.ring.slot_count,
+            )
+            return
+        status = self._submit(s, desc, s.ring.planes(desc.slot, self.layout))
+        # The encoder has its own copy now: the slot goes back to the capture.
+        self._reply(sock, peer, [Release(s.epoch, desc.slot, desc.seq, status).pack()])
+
+    def _submit(
+        self, s: _Session, desc: FrameDesc, planes: tuple[npt.NDArray[np.uint8], ...]
+    ) -> ReleaseStatus:
+        s.frames += 1
+        s.last_frame = time.monotonic()
+        self.counters.frames_in += 1
+        frame = RawFrame(
+            self.stream.pixel_format,
+            self.stream.width,
+            self.stream.height,
+            planes,
+            desc.seq,
+            desc.timestamp_ns,
+        )
+        status = self._on_frame(frame, desc.force_keyframe)
+        if status is ReleaseStatus.ENCODER_ERROR:
+            self.counters.drop(DropReason.ENCODER_ERROR)
+        return status
+
+    def _reply(self, sock: zmq.Socket[bytes], peer: bytes, frames: list[bytes]) -> None:
+        try:
+            sock.send_multipart([peer, *frames], zmq.NOBLOCK)
+        except zmq.Again:
+            self._warn.warning(
+                "reply", "stream %s: capture is not reading replies", self.stream.name
+            )

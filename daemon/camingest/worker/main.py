@@ -1,0 +1,331 @@
+"""The worker process of one stream: ingest -> (conversion) -> encoder channel -> fan-in.
+
+Started with the spawn method by the supervisor; everything it uses (ZeroMQ context, sockets,
+the ring, the encoder) is created here, in the child.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from collections import deque
+
+import zmq
+
+from camingest.errors import DaemonError, EncoderError, ExitCode
+from camingest.log import RateLimitedLog, configure_child
+from camingest.wire.fanin import CMD_KEYFRAME, FANIN_FATAL, FANIN_HEALTH, FANIN_PACKET, WorkerHealth
+from camingest.wire.ingest import DropReason, ReleaseStatus
+from camingest.wire.output import OUT_EOS, OUT_KEYFRAME, OUT_RESTART, Codec, OutputHeader
+from camingest.wire.pixels import PixelFormat
+from camingest.worker.encoders import open_channel
+from camingest.worker.encoders.base import ChannelParams, EncodedPacket, EncoderChannel, RawFrame
+from camingest.worker.frames import convert
+from camingest.worker.ingest import IngestServer
+from camingest.worker.spec import WorkerSpec
+
+logger = logging.getLogger(__name__)
+
+CODECS = {"h264": Codec.H264, "h265": Codec.H265}
+MIN_IDR_INTERVAL_S = 0.5  # forced IDRs (subscriptions, requests) are merged to this rate
+
+
+class PacketSink:
+    """Sends packets and health to the main process. Packets come from the encoder's callback
+    thread, health from the worker loop, so one lock guards the one socket."""
+
+    def __init__(
+        self, context: zmq.Context[zmq.Socket[bytes]], spec: WorkerSpec, epoch: int
+    ) -> None:
+        self.spec = spec
+        self.epoch = epoch
+        self.codec = CODECS[spec.stream.encoder.codec.value]
+        self.topic = spec.stream.name.encode()
+        self.seq = 0  # every packet the encoder delivered: a fan-in drop leaves a visible gap
+        self.packets = 0  # packets handed to the main process
+        self.bytes = 0
+        self.keyframes = 0
+        self.dropped = 0
+        self.last_packet = time.monotonic()
+        self.latencies: deque[float] = deque(maxlen=2048)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._sock = context.socket(zmq.PUSH)
+        self._sock.setsockopt(zmq.SNDHWM, 2000)
+        self._sock.setsockopt(zmq.LINGER, int(spec.stop_timeout_s * 1000))
+        self._sock.connect(spec.fanin_endpoint)
+
+    def on_packet(self, packet: EncodedPacket) -> None:
+        now_mono = time.monotonic_ns()
+        flags = OUT_KEYFRAME if packet.keyframe else 0
+        with self._lock:
+            header = self._header(flags, packet.seq, packet.timestamp_ns)
+            self.seq += 1
+            if self._send([FANIN_PACKET, self.topic, header, packet.data]):
+                self.packets += 1
+                self.bytes += len(packet.data)
+                self.keyframes += packet.keyframe
+            self.last_packet = time.monotonic()
+        self.latencies.append((now_mono - packet.submitted_ns) / 1e6)
+
+    def send_eos(self, restart: bool = False) -> None:
+        flags = OUT_EOS | (OUT_RESTART if restart else 0)
+        with self._lock:
+            self._send([FANIN_PACKET, self.topic, self._header(flags, 0, 0), b""])
+
+    def send_health(self, health: WorkerHealth) -> None:
+        with self._lock:
+            self._send([FANIN_HEALTH, self.topic, health.pack()])
+
+    def send_fatal(self, reason: str) -> None:
+        with self._lock:
+            self._send([FANIN_FATAL, self.topic, reason.encode()])
+
+    def close(self) -> None:
+        with self._lock:  # an encoder thread that was abandoned may still call on_packet
+            self._closed = True
+            self._sock.close()  # lingers up to stop_timeout_s: the last packets and eos get out
+
+    def _header(self, flags: int, frame_seq: int, ts: int) -> bytes:
+        s = self.spec.stream
+        header = OutputHeader(
+            self.codec,
+            flags,
+            self.epoch,
+            s.width,
+            s.height,
+            self.seq,
+            frame_seq,
+            ts,
+            time.time_ns(),
+        )
+        return header.pack()
+
+    def _send(self, frames: list[bytes]) -> bool:
+        if self._closed:
+            return False
+        try:
+            self._sock.send_multipart(frames, zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            self.dropped += 1
+            return False
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec, context: zmq.Context[zmq.Socket[bytes]]) -> None:
+        self.spec = spec
+        self.stream = spec.stream
+        self.topic = spec.stream.name.encode()
+        self._ctx = context
+        self._term = False
+        self._restart = False  # stopped to be replaced: the end-of-stream says so
+        self._idr_due: float | None = 0.0  # the first frame is an IDR anyway; ask for it
+        self._last_idr = -MIN_IDR_INTERVAL_S
+        self._busy_since = 0.0  # when the encoder last went from idle to having frames
+        self._last_submit = 0.0
+        self._channel: EncoderChannel | None = None
+        self._target: PixelFormat | None = None
+        self._encoder_errors = 0
+        self._warn = RateLimitedLog(logger)
+
+    def handle_term(self, signum: int, frame: object) -> None:
+        """SIGTERM: stop for good. SIGUSR1: stop because a new worker replaces this one."""
+        self._term = True
+        self._restart = signum == signal.SIGUSR1
+
+    def run(self) -> int:
+        epoch = secrets.randbits(32) or 1
+        sink = PacketSink(self._ctx, self.spec, epoch)
+        try:
+            return self._run(sink, epoch)
+        except DaemonError as exc:
+            logger.error("stream %s: %s", self.stream.name, exc)
+            sink.send_fatal(str(exc))
+            return int(exc.exit_code) or ExitCode.FAILURE
+        except Exception as exc:  # a bug or a misbehaving library: still say what it was
+            logger.exception("stream %s: worker failed", self.stream.name)
+            sink.send_fatal(f"{type(exc).__name__}: {exc}")
+            return ExitCode.FAILURE
+        finally:
+            sink.close()
+
+    def _run(self, sink: PacketSink, epoch: int) -> int:
+        s = self.stream
+        params = ChannelParams(s.name, s.width, s.height, s.pixel_format, s.fps, s.encoder)
+        channel = open_channel(self.spec.backend, params, sink.on_packet, self._on_frame_error)
+        self._channel = channel
+        accepted = channel.input_formats()
+        if s.pixel_format not in accepted:
+            self._target = PixelFormat.NV12 if PixelFormat.NV12 in accepted else min(accepted)
+        ingest = IngestServer(
+            self._ctx, s, self.spec.ingest_endpoints, self.spec.instance, epoch, self._encode
+        )
+        commands = self._ctx.socket(zmq.SUB)
+        try:
+            ingest.open()
+            commands.setsockopt(zmq.LINGER, 0)
+            commands.setsockopt(zmq.SUBSCRIBE, self.stream.name.encode())
+            commands.connect(self.spec.command_endpoint)
+            logger.info(
+                "stream %s: worker %d up (%s %s, epoch %08x)",
+                s.name,
+                os.getpid(),
+                self.spec.backend,
+                s.encoder.codec.value,
+                epoch,
+            )
+            self._loop(ingest, commands, sink, epoch)
+        finally:
+            ingest.close()
+            commands.close(linger=0)
+            self._shutdown(channel, sink)
+        return ExitCode.OK
+
+    def _loop(
+        self, ingest: IngestServer, commands: zmq.Socket[bytes], sink: PacketSink, epoch: int
+    ) -> None:
+        poller = zmq.Poller()
+        for sock in ingest.sockets:
+            poller.register(sock, zmq.POLLIN)
+        poller.register(commands, zmq.POLLIN)
+        interval = self.spec.heartbeat_interval_s
+        next_beat = 0.0
+        while not self._term:
+            if os.getppid() != self.spec.parent_pid:
+                logger.error("stream %s: the daemon is gone; stopping", self.stream.name)
+                break
+            for sock, _ in poller.poll(timeout=int(min(100, interval * 1000))):
+                if sock is commands:
+                    self._on_command(commands)
+                else:
+                    ingest.handle(sock)
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + interval
+                self._warn.flush()  # report the size of a warning storm once it is over
+                ingest.flush_warnings()
+                health = self._health(ingest, sink, epoch, now)
+                if health.healthy:
+                    sink.send_health(health)
+                else:
+                    # Silence is the signal: the supervisor kills a worker that stops beating.
+                    self._warn.warning("stall", "stream %s: %s", self.stream.name, health.detail)
+
+    def _on_command(self, commands: zmq.Socket[bytes]) -> None:
+        while True:
+            try:
+                frames = commands.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            # SUB matches prefixes: a request for cam10 also reaches cam1's socket.
+            if len(frames) == 2 and frames[0] == self.topic and frames[1] == CMD_KEYFRAME:
+                self.request_idr()
+
+    def request_idr(self) -> None:
+        """Force an IDR soon, at most one per MIN_IDR_INTERVAL_S: a subscriber toggling its
+        subscription must not turn every frame of every viewer into a keyframe."""
+        if self._idr_due is None:
+            self._idr_due = max(time.monotonic(), self._last_idr + MIN_IDR_INTERVAL_S)
+
+    def _encode(self, frame: RawFrame, force: bool) -> ReleaseStatus:
+        assert self._channel is not None
+        now = time.monotonic()
+        if force:
+            self.request_idr()
+        force = self._idr_due is not None and now >= self._idr_due
+        if self._channel.pending() == 0:
+            self._busy_since = now
+        self._last_submit = now
+        if self._target is not None:
+            planes = convert(
+                frame.pixel_format, frame.width, frame.height, frame.planes, self._target
+            )
+            frame = RawFrame(
+                self._target, frame.width, frame.height, planes, frame.seq, frame.timestamp_ns
+            )
+        try:
+            self._channel.send_frame(frame, force_idr=force)
+        except EncoderError as exc:
+            self._encoder_errors += 1
+            self._warn.warning(
+                "send", "stream %s: frame %d refused: %s", self.stream.name, frame.seq, exc
+            )
+            return ReleaseStatus.ENCODER_ERROR  # a requested IDR stays due for the next one
+        if force:
+            self._idr_due, self._last_idr = None, now
+        return ReleaseStatus.CONSUMED
+
+    def _on_frame_error(self, seq: int, message: str) -> None:
+        self._encoder_errors += 1
+        self._warn.warning(
+            "frame", "stream %s: frame %d failed: %s", self.stream.name, seq, message
+        )
+
+    def _health(
+        self, ingest: IngestServer, sink: PacketSink, epoch: int, now: float
+    ) -> WorkerHealth:
+        assert self._channel is not None
+        pending = self._channel.pending()
+        # Stalled: frames keep going in and nothing has come out for a while. An encoder that
+        # holds frames back (lookahead) while the camera pauses is not stalled.
+        limit = self.spec.hang_timeout_s / 2
+        progress = max(sink.last_packet, self._busy_since)
+        stalled = pending > 0 and now - progress > limit and now - self._last_submit < limit
+        lat = sorted(sink.latencies)
+        drops = dict(ingest.counters.drops)
+        if self._encoder_errors:
+            drops[DropReason.ENCODER_ERROR.value] = self._encoder_errors
+        if sink.dropped:
+            drops["fanin_full"] = sink.dropped
+        return WorkerHealth(
+            stream=self.stream.name,
+            pid=os.getpid(),
+            epoch=epoch,
+            healthy=not stalled,
+            frames_in=ingest.counters.frames_in,
+            frames_encoded=sink.seq,
+            packets_out=sink.packets,
+            bytes_out=sink.bytes,
+            keyframes=sink.keyframes,
+            drops=drops,
+            latency_p50_ms=lat[len(lat) // 2] if lat else 0.0,
+            latency_p99_ms=lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0,
+            capture_connected=ingest.connected,
+            detail=f"encoder stalled with {pending} frames pending" if stalled else "",
+        )
+
+    def _shutdown(self, channel: EncoderChannel, sink: PacketSink) -> None:
+        try:
+            channel.send_eos(self.spec.stop_timeout_s)
+        except EncoderError as exc:
+            logger.error("stream %s: %s", self.stream.name, exc)
+        finally:
+            channel.close()
+        sink.send_eos(restart=self._restart)
+        logger.info("stream %s: worker stopped", self.stream.name)
+
+
+def run_worker(spec: WorkerSpec) -> int:
+    """Entry point of the spawned process."""
+    configure_child(spec.log_target, spec.log_level, spec.stream.name)  # type: ignore[arg-type]
+    # Ctrl-C reaches the whole process group; the daemon coordinates the stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    worker = Worker(spec, context)
+    signal.signal(signal.SIGTERM, worker.handle_term)
+    signal.signal(signal.SIGUSR1, worker.handle_term)
+    try:
+        return worker.run()
+    finally:
+        # Whatever an error left open goes with linger 0; the sink already lingered.
+        context.destroy(linger=0)
+
+
+def worker_main(spec: WorkerSpec) -> None:
+    """multiprocessing target: the exit code becomes the process's exit status."""
+    raise SystemExit(run_worker(spec))

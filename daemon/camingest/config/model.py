@@ -11,7 +11,6 @@ that the loader can point at the offending line instead of at the enclosing mode
 from __future__ import annotations
 
 import enum
-import posixpath
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,14 +26,14 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from camingest.config.endpoints import IPC_PATH_MAX, check_endpoint, socket_problems
+from camingest.config.endpoints import Loc as Loc  # the path of a field; the loader's too
 from camingest.wire.output import CodecName
 from camingest.wire.pixels import PixelFormat
 
 STREAM_NAME = r"^[a-z0-9][a-z0-9_-]{0,30}$"
 INSTANCE_NAME = r"^[a-z0-9][a-z0-9_-]{0,15}$"
 ENCODER_NAME = r"^[A-Za-z0-9_]+$"
-IPC_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
-WILDCARD_HOSTS = frozenset({"*", "0.0.0.0", "[::]", "::"})
 
 # What each pattern allows, in words, for error messages.
 PATTERN_WORDS: dict[str, str] = {
@@ -46,7 +45,6 @@ PATTERN_WORDS: dict[str, str] = {
 }
 
 CROSS_FIELD = "cross_field"
-Loc = tuple[str | int, ...]
 
 
 class Backend(enum.StrEnum):
@@ -89,38 +87,6 @@ def _scalar_to_str(value: Any) -> Any:
     if isinstance(value, int | float):
         return str(value)
     return value
-
-
-def split_tcp(ep: str) -> tuple[str, int] | None:
-    """("host", port) of a tcp://HOST:PORT endpoint, None when it is not one."""
-    if not ep.startswith("tcp://"):
-        return None
-    host, _, port = ep[6:].rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return None
-    if any(c in host for c in "/ ") or (":" in host and not host.startswith("[")):
-        return None
-    return host, int(port)
-
-
-def check_endpoint(ep: str) -> str:
-    if ep.startswith("ipc://"):
-        path = ep[6:]
-        if not path.startswith("/"):
-            raise ValueError(f"{ep!r}: allowed: ipc:// followed by an absolute path")
-        if len(path.encode()) > IPC_PATH_MAX:
-            raise ValueError(
-                f"{ep!r}: the socket path is {len(path.encode())} bytes; at most {IPC_PATH_MAX}"
-            )
-    elif ep.startswith("tcp://"):
-        if split_tcp(ep) is None:
-            raise ValueError(
-                f"{ep!r}: allowed: tcp://HOST:PORT with HOST an address, a name, * or [IPv6] "
-                "and PORT in 1..65535"
-            )
-    else:
-        raise ValueError(f"{ep!r}: allowed: ipc:///absolute/path or tcp://HOST:PORT")
-    return ep
 
 
 Endpoint = Annotated[str, Strict(), AfterValidator(check_endpoint)]
@@ -384,7 +350,7 @@ class DaemonConfig(Model):
                 )
             else:
                 seen[s.name] = i
-        problems += self._socket_problems()
+        problems += socket_problems(self._claims(), str(self.runtime_dir))
         if problems:
             raise cross_error(problems)
         return self
@@ -418,44 +384,6 @@ class DaemonConfig(Model):
                 claims.append((ep, f"the ingest socket of stream {s.name!r}", at))
         return claims
 
-    def _socket_problems(self) -> list[tuple[Loc, str]]:
-        """A socket that collides with one claimed before it is reported at its own path;
-        paths derived from runtime_dir that are too long are reported once, at runtime_dir."""
-        rd: Loc = ("runtime_dir",)
-        claims = self._claims()
-        problems: list[tuple[Loc, str]] = []
-        longest = max(
-            (ep[6:] for ep, _, at in claims if at == rd and ep.startswith("ipc://")),
-            key=lambda path: len(path.encode()),
-        )
-        if len(longest.encode()) > IPC_PATH_MAX:
-            problems.append(
-                (
-                    rd,
-                    f"{str(self.runtime_dir)!r} makes the socket path {longest} "
-                    f"{len(longest.encode())} bytes long; at most {IPC_PATH_MAX}: "
-                    "choose a shorter runtime_dir",
-                )
-            )
-            return problems  # every default path under it is too long as well
-        for k, (ep, _, at) in enumerate(claims):
-            size = len(ep[6:].encode())
-            if at[-1:] == ("name",) and ep.startswith("ipc://") and size > IPC_PATH_MAX:
-                problems.append(
-                    (
-                        at,
-                        f"its default ingest socket path {ep[6:]} is {size} bytes; at most "
-                        f"{IPC_PATH_MAX}: shorten the name or runtime_dir, or set ingest",
-                    )
-                )
-                continue
-            for other, other_owner, _ in claims[:k]:
-                if endpoints_collide(ep, other):
-                    what = ep if at[-1:] != ("name",) else f"its default ingest endpoint {ep}"
-                    problems.append((at, f"{what} collides with {other_owner} ({other})"))
-                    break
-        return problems
-
     # Resolved endpoints: the single place that knows the defaults under runtime_dir.
     @property
     def output_endpoints(self) -> tuple[str, ...]:
@@ -481,14 +409,3 @@ class DaemonConfig(Model):
             if s.name == name:
                 return s
         raise KeyError(name)
-
-
-def endpoints_collide(a: str, b: str) -> bool:
-    """Whether binding both would fail or steal: the same ipc path, or tcp on one port where
-    the hosts are equal or either is a wildcard."""
-    if a.startswith("ipc://") and b.startswith("ipc://"):
-        return posixpath.normpath(a[6:]) == posixpath.normpath(b[6:])
-    ta, tb = split_tcp(a), split_tcp(b)
-    if ta is None or tb is None or ta[1] != tb[1]:
-        return False
-    return ta[0] == tb[0] or ta[0] in WILDCARD_HOSTS or tb[0] in WILDCARD_HOSTS

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from camingest.cli.check import check_config
+from camingest.config.endpoints import endpoints_collide
 from camingest.config.load import load_config, merge_defaults, parse_config
-from camingest.config.model import Backend, DaemonConfig, OnFull, RateControl, endpoints_collide
+from camingest.config.model import Backend, DaemonConfig, OnFull, RateControl
 from camingest.errors import ConfigError, ExitCode
 from camingest.service.preflight import preflight, ring_bytes, summary_line
 from camingest.wire.output import CodecName

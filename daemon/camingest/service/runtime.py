@@ -7,7 +7,6 @@ subscribers), then the output and control sockets close, then leftovers are swep
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import signal
@@ -21,11 +20,13 @@ import zmq
 from camingest import __version__
 from camingest.config.load import load_config
 from camingest.config.model import Backend, DaemonConfig, StreamConfig
-from camingest.errors import ConfigError, ResourceError
+from camingest.errors import ConfigError
 from camingest.service.control import ControlServer
 from camingest.service.metrics import Metrics
 from camingest.service.output import Output
 from camingest.service.preflight import preflight, ring_bytes, shm_free_bytes
+from camingest.service.reload import check_reloadable, plan_reload
+from camingest.service.rundir import lock_runtime_dir, sweep_leftovers
 from camingest.service.sdnotify import Notifier
 from camingest.service.stats import StatusBook
 from camingest.service.status import summary_line
@@ -75,7 +76,7 @@ class Daemon:
             problems = preflight(self.config)
             if problems:
                 raise ConfigError(problems)
-            self._prepare_runtime_dir(stack)
+            stack.callback(lock_runtime_dir(self.config.runtime_dir))
             ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
             self._ctx = ctx
             stack.callback(ctx.term)
@@ -102,27 +103,6 @@ class Daemon:
             supervisor.start(self.config.streams)
             self._loop()
         return 0
-
-    def _prepare_runtime_dir(self, stack: ExitStack) -> None:
-        rd = self.config.runtime_dir
-        rd.mkdir(mode=0o750, parents=True, exist_ok=True)
-        lock_path = rd / "camingest.lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ResourceError(
-                f"another camingest is running with runtime dir {rd}",
-                hint="stop it, or give this instance its own runtime_dir",
-            ) from None
-
-        def release() -> None:
-            # Never unlinked: a second instance that opened this file must keep seeing the lock
-            # of the same inode, or two daemons could both think they hold it.
-            os.close(fd)
-
-        stack.callback(release)
 
     def _spec(self, stream: StreamConfig) -> WorkerSpec:
         backend = stream.encoder.backend.value
@@ -224,7 +204,7 @@ class Daemon:
         self.notifier.reloading()
         try:
             new = load_config(self.config_path)
-            self._check_reloadable(new)
+            check_reloadable(self.config, new)
             # The rings of the running streams are already in /dev/shm and will be given back.
             held = sum(ring_bytes(s) for s in self.config.streams)
             problems = preflight(new, shm_free=lambda: shm_free_bytes() + held)
@@ -233,42 +213,17 @@ class Daemon:
         except ConfigError:
             self.notifier.ready()
             raise
-        old = {s.name: s for s in self.config.streams}
-        fresh = {s.name: s for s in new.streams}
-        removed = [n for n in old if n not in fresh]
-        added = [s for n, s in fresh.items() if n not in old]
-        changed = [s for n, s in fresh.items() if n in old and old[n] != s]
+        plan = plan_reload(self.config, new)
         self.config = new
-        self._output.set_streams(fresh)
-        self._supervisor.remove(removed)
-        self._supervisor.replace(changed)
-        self._supervisor.start(added)
-        self._book.forget(removed)
-        summary = {
-            "added": [s.name for s in added],
-            "removed": removed,
-            "changed": [s.name for s in changed],
-        }
+        self._output.set_streams(s.name for s in new.streams)
+        self._supervisor.remove(plan.removed)
+        self._supervisor.replace(list(plan.changed))
+        self._supervisor.start(plan.added)
+        self._book.forget(list(plan.removed))
+        summary = plan.summary()
         logger.info("reloaded %s: %s", self.config_path, summary)
         self.notifier.ready()
         return summary
-
-    def _check_reloadable(self, new: DaemonConfig) -> None:
-        fixed = (
-            "runtime_dir",
-            "instance",
-            "output",
-            "control",
-            "metrics",
-            "supervision",
-            "logging",
-        )
-        moved = [k for k in fixed if getattr(new, k) != getattr(self.config, k)]
-        if moved:
-            raise ConfigError(
-                [f"{', '.join(moved)} changed: these take effect only on a restart"],
-                hint="restart the service to apply them",
-            )
 
     def keyframe(self, stream: str) -> None:
         assert self._output is not None
@@ -328,14 +283,4 @@ class Daemon:
             self._pump(0.05)
 
     def _sweep_leftovers(self) -> None:
-        sweep(ring_prefix(self.instance))
-        cfg = self.config
-        paths = [cfg.fanin_endpoint, cfg.command_endpoint, *cfg.output_endpoints]
-        for s in cfg.streams:
-            paths += cfg.ingest_endpoints(s)
-        for ep in paths:
-            if ep.startswith("ipc://"):
-                Path(ep[6:]).unlink(missing_ok=True)
-        ingest_dir = cfg.runtime_dir / "ingest"
-        if ingest_dir.is_dir() and not any(ingest_dir.iterdir()):
-            ingest_dir.rmdir()
+        sweep_leftovers(self.config, self.instance)

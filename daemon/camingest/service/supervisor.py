@@ -21,6 +21,7 @@ from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any
 
 from camingest.config.model import StreamConfig, SupervisionConfig
+from camingest.service.restart import RestartPolicy
 from camingest.wire.fanin import WorkerHealth
 from camingest.wire.ring import ring_prefix, sweep
 from camingest.worker.main import worker_main
@@ -67,6 +68,7 @@ class Supervisor:
         idle: Callable[[float], None] | None = None,
     ) -> None:
         self.policy = policy
+        self._restart = RestartPolicy.from_config(policy)
         self.instance = instance
         self._make_spec = make_spec
         # Called while waiting for workers to stop, so their last packets keep flowing.
@@ -190,24 +192,18 @@ class Supervisor:
         self._reap(slot)
         slot.health = None  # its numbers died with it
         slot.detail = reason
-        slot.crashes.append(now)
-        while slot.crashes and now - slot.crashes[0] > self.policy.restart_window_s:
-            slot.crashes.popleft()
-        if len(slot.crashes) > self.policy.max_restarts:
+        delay = self._restart.after_crash(slot.crashes, now)
+        if delay is None:
             slot.state = StreamState.FAILED
             logger.error(
                 "stream %s: failed after %d crashes in %.0f s: %s",
                 name,
                 len(slot.crashes),
-                self.policy.restart_window_s,
+                self._restart.window_s,
                 reason,
                 extra={"STREAM": name},
             )
             return
-        delay = min(
-            self.policy.backoff_max_s,
-            self.policy.backoff_initial_s * 2 ** max(0, len(slot.crashes) - 1),
-        )
         slot.state = StreamState.BACKOFF
         slot.backoff_until = now + delay
         logger.warning(

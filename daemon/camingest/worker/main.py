@@ -10,110 +10,26 @@ import logging
 import os
 import secrets
 import signal
-import threading
 import time
-from collections import deque
 
 import zmq
 
 from camingest.errors import DaemonError, EncoderError, ExitCode
 from camingest.log import RateLimitedLog, configure_child
-from camingest.wire.fanin import CMD_KEYFRAME, FANIN_FATAL, FANIN_HEALTH, FANIN_PACKET, WorkerHealth
+from camingest.wire.fanin import CMD_KEYFRAME, WorkerHealth
 from camingest.wire.ingest import DropReason, ReleaseStatus
-from camingest.wire.output import OUT_EOS, OUT_KEYFRAME, OUT_RESTART, Codec, OutputHeader
 from camingest.wire.pixels import PixelFormat
 from camingest.worker.encoders import open_channel
-from camingest.worker.encoders.base import ChannelParams, EncodedPacket, EncoderChannel, RawFrame
+from camingest.worker.encoders.base import ChannelParams, EncoderChannel, RawFrame
 from camingest.worker.frames import convert
+from camingest.worker.idr import IdrRequests
 from camingest.worker.ingest import IngestServer
+from camingest.worker.sink import PacketSink
 from camingest.worker.spec import WorkerSpec
 
 logger = logging.getLogger(__name__)
 
-CODECS = {"h264": Codec.H264, "h265": Codec.H265}
 MIN_IDR_INTERVAL_S = 0.5  # forced IDRs (subscriptions, requests) are merged to this rate
-
-
-class PacketSink:
-    """Sends packets and health to the main process. Packets come from the encoder's callback
-    thread, health from the worker loop, so one lock guards the one socket."""
-
-    def __init__(
-        self, context: zmq.Context[zmq.Socket[bytes]], spec: WorkerSpec, epoch: int
-    ) -> None:
-        self.spec = spec
-        self.epoch = epoch
-        self.codec = CODECS[spec.stream.encoder.codec.value]
-        self.topic = spec.stream.name.encode()
-        self.seq = 0  # every packet the encoder delivered: a fan-in drop leaves a visible gap
-        self.packets = 0  # packets handed to the main process
-        self.bytes = 0
-        self.keyframes = 0
-        self.dropped = 0
-        self.last_packet = time.monotonic()
-        self.latencies: deque[float] = deque(maxlen=2048)
-        self._lock = threading.Lock()
-        self._closed = False
-        self._sock = context.socket(zmq.PUSH)
-        self._sock.setsockopt(zmq.SNDHWM, 2000)
-        self._sock.setsockopt(zmq.LINGER, int(spec.stop_timeout_s * 1000))
-        self._sock.connect(spec.fanin_endpoint)
-
-    def on_packet(self, packet: EncodedPacket) -> None:
-        now_mono = time.monotonic_ns()
-        flags = OUT_KEYFRAME if packet.keyframe else 0
-        with self._lock:
-            header = self._header(flags, packet.seq, packet.timestamp_ns)
-            self.seq += 1
-            if self._send([FANIN_PACKET, self.topic, header, packet.data]):
-                self.packets += 1
-                self.bytes += len(packet.data)
-                self.keyframes += packet.keyframe
-            self.last_packet = time.monotonic()
-        self.latencies.append((now_mono - packet.submitted_ns) / 1e6)
-
-    def send_eos(self, restart: bool = False) -> None:
-        flags = OUT_EOS | (OUT_RESTART if restart else 0)
-        with self._lock:
-            self._send([FANIN_PACKET, self.topic, self._header(flags, 0, 0), b""])
-
-    def send_health(self, health: WorkerHealth) -> None:
-        with self._lock:
-            self._send([FANIN_HEALTH, self.topic, health.pack()])
-
-    def send_fatal(self, reason: str) -> None:
-        with self._lock:
-            self._send([FANIN_FATAL, self.topic, reason.encode()])
-
-    def close(self) -> None:
-        with self._lock:  # an encoder thread that was abandoned may still call on_packet
-            self._closed = True
-            self._sock.close()  # lingers up to stop_timeout_s: the last packets and eos get out
-
-    def _header(self, flags: int, frame_seq: int, ts: int) -> bytes:
-        s = self.spec.stream
-        header = OutputHeader(
-            self.codec,
-            flags,
-            self.epoch,
-            s.width,
-            s.height,
-            self.seq,
-            frame_seq,
-            ts,
-            time.time_ns(),
-        )
-        return header.pack()
-
-    def _send(self, frames: list[bytes]) -> bool:
-        if self._closed:
-            return False
-        try:
-            self._sock.send_multipart(frames, zmq.NOBLOCK)
-            return True
-        except zmq.Again:
-            self.dropped += 1
-            return False
 
 
 class Worker:
@@ -124,8 +40,7 @@ class Worker:
         self._ctx = context
         self._term = False
         self._restart = False  # stopped to be replaced: the end-of-stream says so
-        self._idr_due: float | None = 0.0  # the first frame is an IDR anyway; ask for it
-        self._last_idr = -MIN_IDR_INTERVAL_S
+        self._idr = IdrRequests(MIN_IDR_INTERVAL_S)
         self._busy_since = 0.0  # when the encoder last went from idle to having frames
         self._last_submit = 0.0
         self._channel: EncoderChannel | None = None
@@ -227,17 +142,14 @@ class Worker:
                 self.request_idr()
 
     def request_idr(self) -> None:
-        """Force an IDR soon, at most one per MIN_IDR_INTERVAL_S: a subscriber toggling its
-        subscription must not turn every frame of every viewer into a keyframe."""
-        if self._idr_due is None:
-            self._idr_due = max(time.monotonic(), self._last_idr + MIN_IDR_INTERVAL_S)
+        self._idr.request(time.monotonic())
 
     def _encode(self, frame: RawFrame, force: bool) -> ReleaseStatus:
         assert self._channel is not None
         now = time.monotonic()
         if force:
-            self.request_idr()
-        force = self._idr_due is not None and now >= self._idr_due
+            self._idr.request(now)
+        force = self._idr.due(now)
         if self._channel.pending() == 0:
             self._busy_since = now
         self._last_submit = now
@@ -257,7 +169,7 @@ class Worker:
             )
             return ReleaseStatus.ENCODER_ERROR  # a requested IDR stays due for the next one
         if force:
-            self._idr_due, self._last_idr = None, now
+            self._idr.sent(now)
         return ReleaseStatus.CONSUMED
 
     def _on_frame_error(self, seq: int, message: str) -> None:

@@ -1,9 +1,6 @@
-"""The worker side of the ingest socket: handshake, descriptor checks, slot ownership, release.
-
-One capture session at a time owns the stream. Each accepted HELLO starts a session with a new
-epoch and a new ring, so a capture that was replaced (or a worker that restarted) can never
-write into a slot the current session owns: its descriptors carry a stale epoch and its bytes
-land in a segment nobody reads any more. Bad input is dropped and counted, never fatal.
+"""The worker side of the ingest socket: the ROUTER sockets, message dispatch, descriptor
+checks and the release of each slot once the encoder has its copy. Who may feed the stream is
+decided in session.py. Bad input is dropped and counted, never fatal.
 """
 
 from __future__ import annotations
@@ -33,18 +30,14 @@ from camingest.wire.ingest import (
     Release,
     ReleaseStatus,
     Transport,
-    Welcome,
     message_kind,
     pack_refuse,
 )
 from camingest.wire.pixels import frame_size, plane_layout
-from camingest.wire.ring import RING_FIRST_SLOT_OFFSET, FrameRing, ring_name
 from camingest.worker.encoders.base import RawFrame
+from camingest.worker.session import CaptureSession, open_session, refusal
 
 logger = logging.getLogger(__name__)
-
-# A capture whose last frame is older than this may be replaced by another one.
-TAKEOVER_S = 2.0
 
 # Called with a frame whose planes are views that stay valid only during the call.
 FrameHandler = Callable[[RawFrame, bool], ReleaseStatus]
@@ -58,17 +51,6 @@ class IngestCounters:
 
     def drop(self, reason: DropReason) -> None:
         self.drops[reason.value] = self.drops.get(reason.value, 0) + 1
-
-
-@dataclass
-class _Session:
-    peer: bytes
-    epoch: int
-    transport: Transport
-    ring: FrameRing | None
-    welcome: Welcome
-    frames: int = 0
-    last_frame: float = 0.0  # monotonic time of its last frame (0: none yet)
 
 
 class IngestServer:
@@ -90,7 +72,7 @@ class IngestServer:
         self._ctx = context
         self._next_epoch = epoch
         self._on_frame = on_frame
-        self._session: _Session | None = None
+        self._session: CaptureSession | None = None
         self.sockets: list[zmq.Socket[bytes]] = []
         self._remote: dict[zmq.Socket[bytes], bool] = {}  # tcp: the peer may be on another host
         self._warn = RateLimitedLog(logger)
@@ -165,24 +147,9 @@ class IngestServer:
         if len(body) != 1:
             raise ProtocolError("HELLO must be a single frame")
         hello = Hello.unpack(body[0])
-        problem = self._mismatch(hello)
-        if problem is None and hello.transport is Transport.SHM and self._remote.get(sock):
-            problem = (
-                RefuseCode.TRANSPORT,
-                (
-                    "shared memory is offered on ipc:// endpoints only; "
-                    "over tcp:// send frames inline"
-                ),
-            )
         s = self._session
-        now = time.monotonic()
-        if problem is None and s is not None and s.peer != peer and now - s.last_frame < TAKEOVER_S:
-            # Two live captures would take the stream from each other forever; one that died
-            # is replaced as soon as its frames stop.
-            problem = (
-                RefuseCode.BUSY,
-                (f"another capture is sending to stream {self.stream.name}"),
-            )
+        remote = self._remote.get(sock, False)
+        problem = refusal(self.stream, hello, remote, s, peer, time.monotonic())
         if problem is not None:
             code, reason = problem
             self._warn.warning(
@@ -193,64 +160,29 @@ class IngestServer:
         if s is not None and s.peer == peer and s.frames == 0 and s.transport == hello.transport:
             self._reply(sock, peer, [s.welcome.pack()])  # a repeated HELLO: same answer
             return
+        self._end_session()
+        epoch = self._next_epoch
+        self._next_epoch = (self._next_epoch + 1) & 0xFFFFFFFF or 1
         try:
-            self._start_session(peer, hello.transport)
+            self._session = open_session(self.stream, self.instance, epoch, peer, hello.transport)
         except ShmError as exc:
             logger.error("stream %s: %s", self.stream.name, exc)
             self._reply(sock, peer, pack_refuse(RefuseCode.TRANSPORT, str(exc)))
             return
-        assert self._session is not None
-        self._reply(sock, peer, [self._session.welcome.pack()])
-
-    def _mismatch(self, hello: Hello) -> tuple[RefuseCode, str] | None:
-        st = self.stream
-        if hello.stream != st.name:
-            return RefuseCode.UNKNOWN_STREAM, (
-                f"this is the ingest socket of stream {st.name!r}, not {hello.stream!r}"
-            )
-        if (hello.width, hello.height) != (st.width, st.height):
-            return RefuseCode.GEOMETRY, (
-                f"stream {st.name} is {st.width}x{st.height}, the capture sends "
-                f"{hello.width}x{hello.height}"
-            )
-        if hello.pixel_format != st.pixel_format:
-            return RefuseCode.PIXEL_FORMAT, (
-                f"stream {st.name} takes {st.pixel_format.value}, the capture sends "
-                f"{hello.pixel_format.value}"
-            )
-        return None
-
-    def _start_session(self, peer: bytes, transport: Transport) -> None:
-        self._end_session()
-        epoch = self._next_epoch
-        self._next_epoch = (self._next_epoch + 1) & 0xFFFFFFFF or 1
-        ring = None
-        if transport is Transport.SHM:
-            name = ring_name(self.instance, self.stream.name, epoch)
-            ring = FrameRing.create(name, self.stream.slots, self.frame_size, epoch, mode=0o660)
-        welcome = Welcome(
-            epoch=epoch,
-            slot_count=self.stream.slots if ring else 0,
-            first_slot_offset=RING_FIRST_SLOT_OFFSET if ring else 0,
-            slot_stride=ring.slot_stride if ring else 0,
-            frame_size=self.frame_size,
-            ring_name=ring.name if ring else "",
-            planes=self.layout,
-        )
-        self._session = _Session(peer, epoch, transport, ring, welcome)
         self.counters.sessions += 1
         self._warn.log(
             logging.INFO,
             "connect",
             "stream %s: capture connected (%s), epoch %08x",
             self.stream.name,
-            transport.name.lower(),
+            hello.transport.name.lower(),
             epoch,
         )
+        self._reply(sock, peer, [self._session.welcome.pack()])
 
     def _end_session(self) -> None:
-        if self._session is not None and self._session.ring is not None:
-            self._session.ring.close()
+        if self._session is not None:
+            self._session.close()
         self._session = None
 
     def _on_frame_desc(self, sock: zmq.Socket[bytes], peer: bytes, body: list[bytes]) -> None:
@@ -297,7 +229,7 @@ class IngestServer:
         self._reply(sock, peer, [Release(s.epoch, desc.slot, desc.seq, status).pack()])
 
     def _submit(
-        self, s: _Session, desc: FrameDesc, planes: tuple[npt.NDArray[np.uint8], ...]
+        self, s: CaptureSession, desc: FrameDesc, planes: tuple[npt.NDArray[np.uint8], ...]
     ) -> ReleaseStatus:
         s.frames += 1
         s.last_frame = time.monotonic()

@@ -1,2 +1,3 @@
-"""What users run beside the daemon, on top of the public client libraries: frame sources
-for camingest-capture (testsrc, file, V4L2, RTSP) and the recorder of camingest-record."""
+"""The client side: the capture library (CaptureClient and its session), the subscriber
+library, the frame sources of camingest-capture (testsrc, file, V4L2, RTSP) and the recorder of
+camingest-record. camingest.capture and camingest.subscribe are their public names."""

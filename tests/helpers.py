@@ -19,8 +19,8 @@ import yaml
 
 from camingest.errors import ControlError
 from camingest.service.control import call
+from camingest.wire.avframes import convert, from_av_frame
 from camingest.wire.pixels import PixelFormat, packed_shape
-from camingest.worker.frames import convert, from_av_frame
 
 REPO = Path(__file__).resolve().parent.parent
 ACL_SIM = REPO / "tests" / "acl_sim"

@@ -39,7 +39,7 @@ from camingest.subscribe import Subscriber
 from camingest.wire.pixels import PixelFormat, plane_layout
 from camingest.worker.encoders.base import ChannelParams
 from camingest.worker.encoders.pyav import DEFAULT_ENCODERS, encoder_options, open_context
-from camingest.worker.frames import to_av_frame
+from camingest.wire.avframes import to_av_frame
 
 STREAM = "bench"
 

@@ -34,7 +34,7 @@ from camingest.capture import CaptureClient
 from camingest.config.model import StreamConfig
 from camingest.subscribe import Subscriber
 from camingest.wire.pixels import PixelFormat
-from camingest.worker.frames import to_av_frame
+from camingest.wire.avframes import to_av_frame
 
 
 def pct(values: list[float], q: float) -> float:

@@ -17,6 +17,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from camingest.wire.avframes import from_av_frame, to_av_frame
 from camingest.wire.pixels import (
     EVEN_HEIGHT,
     EVEN_WIDTH,
@@ -27,7 +28,6 @@ from camingest.wire.pixels import (
     packed_shape,
     plane_layout,
 )
-from camingest.worker.frames import from_av_frame, to_av_frame
 
 log = logging.getLogger(__name__)
 

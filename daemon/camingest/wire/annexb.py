@@ -58,17 +58,35 @@ class ParameterSetKeeper:
     """Remembers the latest parameter sets and puts them in front of keyframes that lack them.
 
     Encoders that send SPS/PPS only once (or in extradata) would otherwise leave a subscriber
-    that joins later unable to decode anything."""
+    that joins later unable to decode anything. Each kind (VPS, SPS, PPS) is replaced only by a
+    packet that carries that kind: a new PPS alone keeps the SPS it refers to."""
 
     def __init__(self, codec: CodecName, initial: bytes = b"") -> None:
         self.codec = codec
-        self.params = parameter_sets(initial, codec) if initial else b""
+        self._sets: dict[int, bytes] = {}  # NAL type -> its units, each with a start code
+        if initial:
+            self._remember(initial)
+
+    @property
+    def params(self) -> bytes:
+        return b"".join(self._sets[t] for t in sorted(self._sets, key=self._order))
 
     def process(self, data: bytes, keyframe: bool) -> bytes:
-        found = parameter_sets(data, self.codec)
-        if found:
-            self.params = found
+        if self._remember(data):
             return data
-        if keyframe and self.params:
+        if keyframe and self._sets:
             return self.params + data
         return data
+
+    def _remember(self, data: bytes) -> bool:
+        wanted = H264_PARAMS if self.codec is CodecName.H264 else H265_PARAMS
+        found: dict[int, bytearray] = {}
+        for start, end in nal_units(data):
+            kind = nal_type(data, start, self.codec)
+            if kind in wanted:
+                found.setdefault(kind, bytearray()).extend(b"\x00\x00\x00\x01" + data[start:end])
+        self._sets.update({kind: bytes(units) for kind, units in found.items()})
+        return bool(found)
+
+    def _order(self, kind: int) -> int:
+        return kind  # VPS < SPS < PPS in both codecs' numbering: the order a decoder needs

@@ -16,12 +16,12 @@ import zmq
 
 from camingest.errors import DaemonError, EncoderError, ExitCode
 from camingest.log import RateLimitedLog, configure_child
+from camingest.wire.avframes import convert
 from camingest.wire.fanin import CMD_KEYFRAME, WorkerHealth
 from camingest.wire.ingest import DropReason, ReleaseStatus
 from camingest.wire.pixels import PixelFormat
 from camingest.worker.encoders import open_channel
 from camingest.worker.encoders.base import ChannelParams, EncoderChannel, RawFrame
-from camingest.worker.frames import convert
 from camingest.worker.idr import IdrRequests
 from camingest.worker.ingest import IngestServer
 from camingest.worker.sink import PacketSink

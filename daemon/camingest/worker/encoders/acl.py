@@ -19,12 +19,33 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from camingest.config.model import RateControl
 from camingest.errors import EncoderError
 from camingest.wire.annexb import ParameterSetKeeper, is_keyframe
-from camingest.wire.output import CodecName
 from camingest.wire.pixels import PixelFormat
-from camingest.worker.encoders.acl_limits import limit_problems, soc_from_name, src_rate
+from camingest.worker.encoders.acl_codes import (
+    ACL_DEVICE,
+    ACL_HOST,
+    DEVICE_TO_DEVICE,
+    DEVICE_TO_HOST,
+    DMESG_HINT,
+    HOST_TO_DEVICE,
+    PIC_FORMAT,
+    REPEAT_INITIALIZE,
+    REPORT_TIMEOUT,
+    channel_settings,
+    check,
+    check_handle,
+    describe,
+    hint_for,
+)
+from camingest.worker.encoders.acl_frame import (
+    align,
+    channel_format,
+    check_frame,
+    fill_staging,
+    input_buffer_size,
+)
+from camingest.worker.encoders.acl_limits import limit_problems, soc_from_name
 from camingest.worker.encoders.base import (
     ChannelParams,
     EncodedPacket,
@@ -35,21 +56,6 @@ from camingest.worker.encoders.base import (
 
 log = logging.getLogger(__name__)
 
-# pyACL has no named constants; these are ACL's enum values (acl-venc.md §1.3, §1.5, §1.1).
-ENTYPE: dict[tuple[CodecName, str], int] = {
-    (CodecName.H265, "main"): 0,
-    (CodecName.H264, "baseline"): 1,
-    (CodecName.H264, "main"): 2,
-    (CodecName.H264, "high"): 3,
-}
-PIC_FORMAT = {PixelFormat.NV12: 1, PixelFormat.NV21: 2}
-RC_MODE = {RateControl.VBR: 1, RateControl.CBR: 2}
-ACL_DEVICE = 0
-ACL_HOST = 1
-HOST_TO_DEVICE, DEVICE_TO_HOST, DEVICE_TO_DEVICE = 1, 2, 3
-REPORT_TIMEOUT = 507012
-REPEAT_INITIALIZE = 100002
-
 # Four input buffers: enough to keep the encoder busy while the next frame is copied in
 # (V2's input queue holds 6; V1's is undocumented, acl-venc §6.14), few enough to bound
 # device memory (4 x 3.1 MB at 1080p). When all four are in flight the encoder is behind,
@@ -59,63 +65,6 @@ BUFFER_WAIT_S = 5.0
 # process_report's timeout: how long the callback thread may take to notice it should stop.
 REPORT_TIMEOUT_MS = 100
 CLOSE_DRAIN_S = 2.0
-
-ERROR_MEANINGS: dict[int, str] = {
-    100000: "ACL_ERROR_INVALID_PARAM: a parameter or the channel state is wrong",
-    100001: "ACL_ERROR_UNINITIALIZE: acl.init was not called",
-    100002: "ACL_ERROR_REPEAT_INITIALIZE",
-    100033: "ACL_ERROR_REPEAT_SUBSCRIBE",
-    100034: "ACL_ERROR_STREAM_NOT_SUBSCRIBE",
-    100035: "ACL_ERROR_THREAD_NOT_SUBSCRIBE",
-    100036: "ACL_ERROR_WAIT_CALLBACK_TIMEOUT",
-    107000: "ACL_ERROR_RT_PARAM_INVALID",
-    107002: "ACL_ERROR_RT_CONTEXT_NULL: the thread has no context",
-    200000: "ACL_ERROR_BAD_ALLOC: out of memory",
-    200001: "ACL_ERROR_API_NOT_SUPPORT",
-    200002: "ACL_ERROR_INVALID_DEVICE",
-    200003: "ACL_ERROR_MEMORY_ADDRESS_UNALIGNED",
-    200006: "ACL_ERROR_FEATURE_UNSUPPORTED",
-    207000: "ACL_ERROR_RT_FEATURE_NOT_SUPPORT",
-    207001: "ACL_ERROR_RT_MEMORY_ALLOCATION",
-    300000: "ACL_ERROR_STORAGE_OVER_LIMIT",
-    500000: "ACL_ERROR_INTERNAL_ERROR",
-    500001: "ACL_ERROR_FAILURE",
-    500002: "ACL_ERROR_GE_FAILURE",
-    500003: "ACL_ERROR_RT_FAILURE",
-    500004: "ACL_ERROR_DRV_FAILURE",
-    507000: "ACL_ERROR_RT_INTERNAL_ERROR",
-    507012: "ACL_ERROR_RT_REPORT_TIMEOUT",
-    507018: "ACL_ERROR_RT_AICPU_EXCEPTION: the device refused the request",
-}
-DMESG_HINT = "the device logs the reason in the kernel log: run `dmesg | grep -i venc`"
-
-
-def describe(code: int) -> str:
-    return ERROR_MEANINGS.get(code, "unknown ACL error code")
-
-
-def check(call: str, ret: int) -> None:
-    """Raise EncoderError naming the call, the code and its meaning for a non-zero return."""
-    if ret != 0:
-        hint = DMESG_HINT if 507000 <= ret < 508000 else ""
-        raise EncoderError(f"{call} failed with {ret} ({describe(ret)})", hint=hint)
-
-
-def check_handle(call: str, handle: int) -> int:
-    if not handle:  # pyACL's create functions return 0, not None, on failure
-        raise EncoderError(f"{call} returned 0 (the descriptor could not be created)")
-    return handle
-
-
-def align(value: int, to: int) -> int:
-    return (value + to - 1) // to * to
-
-
-def input_buffer_size(width: int, height: int) -> int:
-    """Bytes of one NV12/NV21 input buffer: the larger of the two documented formulas
-    (wstride*h*3/2 and wstride*hstride*3/2 with hstride aligned to 16), so both fit."""
-    stride = align(width, 16)
-    return max(stride * height * 3 // 2, stride * align(height, 16) * 3 // 2)
 
 
 @dataclass
@@ -156,11 +105,7 @@ class AclChannel:
         self._stop = threading.Event()
         self._py_thread: threading.Thread | None = None  # when pyACL has no start_thread
         self._keeper = ParameterSetKeeper(params.codec)
-        # The channel's picture format: the stream's when VENC takes it; every other format is
-        # converted to nv12 by the worker before send_frame.
-        self._format = (
-            params.pixel_format if params.pixel_format in PIC_FORMAT else PixelFormat.NV12
-        )
+        self._format = channel_format(params.pixel_format)
         self._stride = align(params.width, 16)
         self._buf_size = input_buffer_size(params.width, params.height)
         self._frame_bytes = self._stride * params.height * 3 // 2
@@ -182,7 +127,8 @@ class AclChannel:
     def open(self) -> None:
         if self._state != "new":
             raise EncoderError(f"the Ascend channel of {self._params.stream} was already opened")
-        settings = self._settings()  # refuses cqp & co. before touching the device
+        # refuses cqp & co. before touching the device
+        settings = channel_settings(self._params, self._format)
         if self._acl_module is None:
             try:
                 self._acl_module = importlib.import_module("acl")
@@ -201,7 +147,7 @@ class AclChannel:
     def send_frame(self, frame: RawFrame, *, force_idr: bool = False) -> None:
         if self._state != "open":
             raise EncoderError(f"send_frame on an Ascend channel that is {self._state}")
-        self._check_frame(frame)
+        check_frame(frame, self._params.width, self._params.height)
         slot = self._take_slot()
         media = self._acl.media
         res = self._res
@@ -288,30 +234,6 @@ class AclChannel:
 
     # --- setup --------------------------------------------------------------------------------
 
-    def _settings(self) -> dict[str, int]:
-        p, enc = self._params, self._params.encoder
-        entype = ENTYPE.get((enc.codec, enc.effective_profile))
-        if entype is None:
-            raise EncoderError(
-                f"{enc.codec.value} profile {enc.effective_profile} is not offered by VENC"
-            )
-        if enc.rate_control not in RC_MODE:
-            raise EncoderError(
-                f"rate_control {enc.rate_control.value} is not offered by Ascend VENC V1 "
-                "(only cbr and vbr)",
-                hint="set encoder.rate_control to cbr or vbr for backend acl",
-            )
-        return {
-            "entype": entype,
-            "pic_format": PIC_FORMAT[self._format],
-            "pic_width": p.width,
-            "pic_height": p.height,
-            "key_frame_interval": enc.gop,
-            "rc_mode": RC_MODE[enc.rate_control],
-            "src_rate": src_rate(p.fps),
-            "max_bit_rate": enc.bitrate_kbps,  # kbit/s, as VENC wants (acl-venc §6.1)
-        }
-
     def _setup(self, settings: dict[str, int]) -> None:
         acl, res, enc = self._acl, self._res, self._params.encoder
         ret = acl.init()
@@ -377,7 +299,7 @@ class AclChannel:
                 f"venc_create_channel failed with {ret} ({describe(ret)}) for "
                 f"{settings['pic_width']}x{settings['pic_height']} entype {settings['entype']} "
                 f"gop {settings['key_frame_interval']} {settings['max_bit_rate']} kbit/s",
-                hint=DMESG_HINT if 507000 <= ret < 508000 else "",
+                hint=hint_for(ret),
             )
         res.channel = True
 
@@ -408,24 +330,6 @@ class AclChannel:
 
     # --- per frame ----------------------------------------------------------------------------
 
-    def _check_frame(self, frame: RawFrame) -> None:
-        p = self._params
-        if frame.pixel_format not in PIC_FORMAT:
-            raise EncoderError(f"VENC takes nv12/nv21 frames, got {frame.pixel_format.value}")
-        if (frame.width, frame.height) != (p.width, p.height) or len(frame.planes) != 2:
-            raise EncoderError(
-                f"frame {frame.seq} is {frame.width}x{frame.height} with {len(frame.planes)} "
-                f"planes; the channel takes {p.width}x{p.height} semi-planar"
-            )
-        y, uv = frame.planes
-        if (
-            y.shape[0] < p.height
-            or y.shape[1] < p.width
-            or uv.shape[0] < p.height // 2
-            or uv.shape[1] < p.width
-        ):
-            raise EncoderError(f"frame {frame.seq}: planes {y.shape} and {uv.shape} are too small")
-
     def _take_slot(self) -> int:
         with self._cond:
             if not self._cond.wait_for(lambda: bool(self._free), self.buffer_wait_s):
@@ -442,17 +346,10 @@ class AclChannel:
             self._cond.notify_all()
 
     def _copy_frame(self, frame: RawFrame, dst: int) -> None:
-        """Rows into the 16-aligned stride (Y, then the interleaved chroma plane), then to DVPP."""
+        """The frame's rows into the staging buffer (acl_frame), then one copy to DVPP."""
         assert self._staging is not None
-        w, h, st = self._params.width, self._params.height, self._stride
-        y, uv = frame.planes
-        self._staging[: st * h].reshape(h, st)[:, :w] = y[:h, :w]
-        uv_dst = self._staging[st * h : st * h + st * (h // 2)].reshape(h // 2, st)
-        if frame.pixel_format is self._format:
-            uv_dst[:, :w] = uv[: h // 2, :w]
-        else:  # nv12 <-> nv21: swap the chroma pairs on the way
-            uv_dst[:, 0:w:2] = uv[: h // 2, 1:w:2]
-            uv_dst[:, 1:w:2] = uv[: h // 2, 0:w:2]
+        p = self._params
+        fill_staging(self._staging, frame, p.width, p.height, self._stride, self._format)
         ret = self._acl.rt.memcpy(
             dst, self._buf_size, self._staging_ptr, self._frame_bytes, self._copy_in
         )

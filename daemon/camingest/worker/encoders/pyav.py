@@ -23,6 +23,7 @@ from av.video.frame import PictureType
 from camingest.config.model import RateControl
 from camingest.errors import EncoderError
 from camingest.wire.annexb import ParameterSetKeeper, is_keyframe
+from camingest.wire.avframes import to_av_frame
 from camingest.wire.output import CodecName
 from camingest.wire.pixels import PixelFormat
 from camingest.worker.encoders.base import (
@@ -32,7 +33,6 @@ from camingest.worker.encoders.base import (
     PacketCallback,
     RawFrame,
 )
-from camingest.worker.frames import to_av_frame
 
 logger = logging.getLogger(__name__)
 

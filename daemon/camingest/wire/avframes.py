@@ -1,4 +1,8 @@
-"""Planes <-> PyAV frames, and pixel-format conversion in the worker (libswscale via PyAV)."""
+"""The plane layout of wire/pixels.py as PyAV frames, for both sides of the ring: a capture
+that decodes with PyAV, and the worker that converts and encodes with it (libswscale).
+
+Imports PyAV, so the light wire modules (and the client libraries) never import this one.
+"""
 
 from __future__ import annotations
 
@@ -34,13 +38,21 @@ def to_av_frame(fmt: PixelFormat, width: int, height: int, planes: Planes) -> av
     """A new frame holding a copy of `planes` (one copy, row by row into FFmpeg's strides)."""
     frame = av.VideoFrame(width, height, FFMPEG_NAMES[fmt])
     layout = plane_layout(fmt, width, height)
-    for src, dst, p in zip(planes, frame.planes, layout, strict=True):
+    for i, (src, dst, p) in enumerate(zip(planes, frame.planes, layout, strict=True)):
+        # Exact shapes only: numpy would spread a single row or value over the whole plane.
+        if np.shape(src) != (p.rows, p.row_bytes):
+            raise ValueError(
+                f"{fmt.value} {width}x{height}: plane {i} has shape {np.shape(src)}, "
+                f"expected ({p.rows}, {p.row_bytes})"
+            )
         plane_rows(dst, p.rows, p.row_bytes)[...] = src
     return frame
 
 
 def from_av_frame(frame: av.VideoFrame, fmt: PixelFormat) -> Planes:
-    """Packed copies of the planes of `frame` (which must already be in `fmt`)."""
+    """The planes of `frame` (which must already be in `fmt`) as packed arrays: copies where
+    FFmpeg pads its lines, views of the frame's buffers (kept alive by them) where it does not,
+    which spares a copy per plane at the usual widths."""
     layout = plane_layout(fmt, frame.width, frame.height)
     return tuple(
         np.ascontiguousarray(plane_rows(plane, p.rows, p.row_bytes))

@@ -194,8 +194,9 @@ class FrameRing:
         try:
             self._mm.close()
         except BufferError:
-            # A numpy view is still alive somewhere; the mapping goes when the process does.
-            logger.debug("ring %s still has views; leaving the mapping to process exit", self.name)
+            # A numpy view is still alive somewhere: the mapping (and the fd mmap keeps) go
+            # when the last view is garbage-collected.
+            logger.debug("ring %s still has views; the mapping goes with the last", self.name)
         self._mm = None
         os.close(self._fd)
         if self._owner:

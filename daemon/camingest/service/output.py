@@ -106,8 +106,8 @@ class Output:
             elif kind == FANIN_HEALTH and len(frames) == 3:
                 try:
                     self._on_health(WorkerHealth.unpack(frames[2].bytes))
-                except (ValueError, TypeError) as exc:
-                    logger.warning("bad health message: %s", exc)
+                except (ValueError, TypeError, RecursionError) as exc:
+                    logger.warning("bad health message: %s", type(exc).__name__)
             elif kind == FANIN_FATAL and len(frames) == 3:
                 self._on_fatal(
                     frames[1].bytes.decode(errors="replace"),

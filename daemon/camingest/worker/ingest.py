@@ -111,7 +111,10 @@ class IngestServer:
         # libzmq leaves ipc socket files behind; a stream removed by a reload must not.
         for ep in self.endpoints:
             if ep.startswith("ipc://"):
-                Path(ep[6:]).unlink(missing_ok=True)
+                try:
+                    Path(ep[6:]).unlink(missing_ok=True)
+                except OSError as exc:  # e.g. open() failed because a parent is a file
+                    logger.debug("cannot remove %s: %s", ep, exc)
 
     # -- messages --------------------------------------------------------------------------
 

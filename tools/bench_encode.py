@@ -36,10 +36,10 @@ from benchlib import Daemon, Frame, make_frames, proc_cpu_s
 from camingest.capture import CaptureClient
 from camingest.config.model import DaemonConfig, StreamConfig
 from camingest.subscribe import Subscriber
+from camingest.wire.avframes import to_av_frame
 from camingest.wire.pixels import PixelFormat, plane_layout
 from camingest.worker.encoders.base import ChannelParams
 from camingest.worker.encoders.pyav import DEFAULT_ENCODERS, encoder_options, open_context
-from camingest.wire.avframes import to_av_frame
 
 STREAM = "bench"
 

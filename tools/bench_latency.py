@@ -33,8 +33,8 @@ from benchlib import Daemon, Frame, make_frames
 from camingest.capture import CaptureClient
 from camingest.config.model import StreamConfig
 from camingest.subscribe import Subscriber
-from camingest.wire.pixels import PixelFormat
 from camingest.wire.avframes import to_av_frame
+from camingest.wire.pixels import PixelFormat
 
 
 def pct(values: list[float], q: float) -> float:

@@ -4,6 +4,9 @@ Written to /work/shared/reference/acl-venc.md; docs/ascend.md is the operator's 
 channel owns, for its lifetime: ACL init, the device, a context, a callback thread, the
 channel and frame-config descriptors and a small pool of DVPP input buffers with one picture
 descriptor each. Packets come back on the callback thread, inside acl.rt.process_report.
+
+Beside it: acl_codes (pyACL's numbers and what they mean), acl_frame (the input frame's layout
+in DVPP memory), acl_report (the callback thread) and acl_limits (VENC's limits per SoC).
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from camingest.worker.encoders.acl_codes import (
     HOST_TO_DEVICE,
     PIC_FORMAT,
     REPEAT_INITIALIZE,
-    REPORT_TIMEOUT,
     channel_settings,
     check,
     check_handle,
@@ -43,9 +45,11 @@ from camingest.worker.encoders.acl_frame import (
     channel_format,
     check_frame,
     fill_staging,
+    frame_bytes,
     input_buffer_size,
 )
 from camingest.worker.encoders.acl_limits import limit_problems, soc_from_name
+from camingest.worker.encoders.acl_report import ReportThread
 from camingest.worker.encoders.base import (
     ChannelParams,
     EncodedPacket,
@@ -62,8 +66,6 @@ log = logging.getLogger(__name__)
 # and send_frame waits for a callback to return one rather than queueing without limit.
 POOL_SIZE = 4
 BUFFER_WAIT_S = 5.0
-# process_report's timeout: how long the callback thread may take to notice it should stop.
-REPORT_TIMEOUT_MS = 100
 CLOSE_DRAIN_S = 2.0
 
 
@@ -102,17 +104,16 @@ class AclChannel:
         self._free: list[int] = []  # pool slots not in flight
         self._pending = 0
         self._state = "new"  # new -> open -> ended -> closed
-        self._stop = threading.Event()
-        self._py_thread: threading.Thread | None = None  # when pyACL has no start_thread
         self._keeper = ParameterSetKeeper(params.codec)
         self._format = channel_format(params.pixel_format)
         self._stride = align(params.width, 16)
         self._buf_size = input_buffer_size(params.width, params.height)
-        self._frame_bytes = self._stride * params.height * 3 // 2
+        self._frame_bytes = frame_bytes(params.width, params.height)
         self._staging: npt.NDArray[np.uint8] | None = None
         self._staging_ptr = 0
         self._copy_in = self._copy_out = DEVICE_TO_DEVICE
         self._log_extra = {"STREAM": params.stream}
+        self._reporter = ReportThread(log, self._log_extra)
         self.buffer_wait_s = BUFFER_WAIT_S  # how long send_frame waits for a free buffer
 
     # --- EncoderChannel -----------------------------------------------------------------------
@@ -207,11 +208,7 @@ class AclChannel:
             self._release("venc_destroy_channel_desc", media.venc_destroy_channel_desc, res.desc)
             res.desc = 0
         if res.thread_id:  # only now: destroy needs the thread inside process_report
-            self._stop.set()
-            if self._py_thread is not None:
-                self._py_thread.join(REPORT_TIMEOUT_MS / 1000 + 1)
-                self._py_thread = None
-            else:
+            if not self._reporter.stop():  # pyACL's own thread
                 self._release("acl.util.stop_thread", acl.util.stop_thread, res.thread_id)
             res.thread_id = 0
         if res.cfg:
@@ -258,7 +255,7 @@ class AclChannel:
         problems = limit_problems(p.width, p.height, p.fps, enc, soc)
         if problems:
             raise EncoderError("VENC would refuse this stream: " + "; ".join(problems))
-        res.thread_id = self._start_report_thread(res.context)
+        res.thread_id = self._reporter.start(acl, res.context)
         self._create_channel(settings)
         self._create_pool()
         staging = np.zeros(self._buf_size, dtype=np.uint8)  # padding stays zero
@@ -376,44 +373,7 @@ class AclChannel:
         if isinstance(ret, int) and ret != 0:
             log.warning("%s returned %d (%s)", call, ret, describe(ret), extra=self._log_extra)
 
-    # --- callback thread ----------------------------------------------------------------------
-
-    def _start_report_thread(self, context: int) -> int:
-        """The callback thread: pyACL's start_thread where it exists; the newest docs mark it
-        unsupported on Atlas 200I/500 A2 and 310P (acl-venc §9), so otherwise a Python thread,
-        whose pthread id is what subscribe-report takes."""
-        start = getattr(self._acl.util, "start_thread", None)
-        if start is not None:
-            tid, ret = start(self._report_loop, [context])
-            check("acl.util.start_thread", ret)
-            return int(tid)
-        ready = threading.Event()
-        ident: list[int] = []
-
-        def run() -> None:
-            ident.append(threading.get_ident())
-            ready.set()
-            self._report_loop([context])
-
-        self._py_thread = threading.Thread(target=run, name="acl-venc-report", daemon=True)
-        self._py_thread.start()
-        ready.wait(5)
-        return ident[0]
-
-    def _report_loop(self, args: list[Any]) -> None:
-        rt = self._acl.rt
-        ret = rt.set_context(args[0])  # threads do not inherit a context
-        if ret != 0:
-            log.error(
-                "acl.rt.set_context failed with %d on the callback thread",
-                ret,
-                extra=self._log_extra,
-            )
-        while not self._stop.is_set():
-            ret = rt.process_report(REPORT_TIMEOUT_MS)
-            if ret not in (0, REPORT_TIMEOUT):
-                # Not subscribed yet (before create) or any more (after destroy): do not spin.
-                self._stop.wait(0.01)
+    # --- callbacks, on the report thread (acl_report) -----------------------------------------
 
     def _on_venc(self, pic: int, stream_desc: int, user_data: Any) -> None:
         # pyACL swallows exceptions raised here: log them ourselves.

@@ -27,6 +27,11 @@ def input_buffer_size(width: int, height: int) -> int:
     return max(stride * height * 3 // 2, stride * align(height, 16) * 3 // 2)
 
 
+def frame_bytes(width: int, height: int) -> int:
+    """Bytes of one frame laid out at the stride (Y rows, then h/2 chroma rows): the copy size."""
+    return align(width, 16) * height * 3 // 2
+
+
 def channel_format(stream_format: PixelFormat) -> PixelFormat:
     """The channel's picture format: the stream's when VENC takes it; every other format is
     converted to nv12 by the worker before send_frame."""

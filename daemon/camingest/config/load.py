@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from camingest.config.model import CROSS_FIELD, PATTERN_WORDS, DaemonConfig, DefaultsConfig, Loc
+from camingest.config.yaml_graph import check_node_graph
 from camingest.errors import ConfigError
 
 # Stream keys a `defaults:` section may set; `encoder` is merged key by key on top of these.
@@ -124,7 +125,7 @@ def _parse_yaml(text: str, source: str) -> tuple[yaml.Node, dict[str, Any]]:
             raise ConfigError(
                 [f"{source}: the file is empty; expected a mapping with {TOP_KEYS_HINT}"]
             )
-        _check_duplicate_keys(node, source)
+        check_node_graph(node, source)
         data = loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -134,6 +135,8 @@ def _parse_yaml(text: str, source: str) -> tuple[yaml.Node, dict[str, Any]]:
         if context and problem.startswith("but "):  # "expected a single document ..., but"
             problem = f"{context}, {problem}"
         raise ConfigError([f"{where}: not valid YAML: {problem}"]) from exc
+    except RecursionError as exc:  # PyYAML's composer recurses once per nesting level
+        raise ConfigError([f"{source}: nested too deeply to be a camingest config"]) from exc
     finally:
         loader.dispose()
     if not isinstance(data, dict):
@@ -144,33 +147,6 @@ def _parse_yaml(text: str, source: str) -> tuple[yaml.Node, dict[str, Any]]:
             ]
         )
     return node, data
-
-
-def _check_duplicate_keys(node: yaml.Node, source: str) -> None:
-    """PyYAML keeps the last of two equal keys silently; a config must not."""
-    problems: list[tuple[int, str]] = []
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, yaml.MappingNode):
-            first: dict[str, int] = {}
-            for key, value in current.value:
-                if isinstance(key, yaml.ScalarNode):
-                    line = key.start_mark.line + 1
-                    if key.value in first:
-                        problems.append(
-                            (
-                                line,
-                                f"{source}:{line}: duplicate key {key.value!r} "
-                                f"(first at line {first[key.value]})",
-                            )
-                        )
-                    first.setdefault(key.value, line)
-                stack.append(value)
-        elif isinstance(current, yaml.SequenceNode):
-            stack.extend(current.value)
-    if problems:
-        raise ConfigError([text for _, text in sorted(problems)])
 
 
 # ---------------------------------------------------------------------------------------------

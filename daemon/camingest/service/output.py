@@ -18,7 +18,14 @@ import zmq
 
 from camingest.config.model import DaemonConfig
 from camingest.errors import ResourceError
-from camingest.wire.fanin import CMD_KEYFRAME, FANIN_FATAL, FANIN_HEALTH, FANIN_PACKET, WorkerHealth
+from camingest.wire.fanin import (
+    CMD_KEYFRAME,
+    FANIN_FATAL,
+    FANIN_HEALTH,
+    FANIN_PACKET,
+    RUN_BYTES,
+    WorkerHealth,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +40,12 @@ class Output:
         config: DaemonConfig,
         on_health: HealthHandler,
         on_fatal: FatalHandler,
+        run: bytes,
     ) -> None:
+        if len(run) != RUN_BYTES:
+            raise ValueError(f"a run token is {RUN_BYTES} bytes, got {len(run)}")
         self.config = config
+        self.run = run
         self._ctx = context
         self._on_health = on_health
         self._on_fatal = on_fatal
@@ -44,6 +55,7 @@ class Output:
         self.xpub: zmq.Socket[bytes] | None = None
         self.commands: zmq.Socket[bytes] | None = None
         self.packets = 0
+        self.foreign = 0  # fan-in messages of another run (workers of a crashed daemon)
 
     def open(self) -> None:
         ctx, cfg = self._ctx, self.config
@@ -98,7 +110,16 @@ class Output:
                 frames = self.fanin.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            kind = frames[0].bytes
+            head = frames[0].bytes
+            kind, run = head[:1], head[1:]
+            if run != self.run:
+                self.foreign += 1
+                if self.foreign == 1 or self.foreign % 1000 == 0:
+                    logger.warning(
+                        "ignored %d fan-in messages of another daemon run (an orphaned worker)",
+                        self.foreign,
+                    )
+                continue
             if kind == FANIN_PACKET and len(frames) == 4:
                 # Forwarded as received: no parsing and no copy on the hot path.
                 self.xpub.send_multipart(frames[1:], zmq.NOBLOCK, copy=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import time
 from contextlib import ExitStack
@@ -32,8 +33,8 @@ from camingest.service.stats import StatusBook
 from camingest.service.status import summary_line
 from camingest.service.supervisor import Supervisor
 from camingest.signals import SignalQueue
-from camingest.wire.fanin import WorkerHealth
-from camingest.wire.ring import instance_id, ring_prefix, sweep
+from camingest.wire.fanin import RUN_BYTES, WorkerHealth
+from camingest.wire.ring import instance_id
 from camingest.worker.spec import WorkerSpec
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class Daemon:
         self.notifier = notifier
         self.signals = signals or SignalQueue()
         self.instance = instance_id(config.runtime_dir, config.instance)
+        self.run_token = secrets.token_hex(RUN_BYTES // 2).encode()  # new at every start
         self._log_target = log_target
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._output: Output | None = None
@@ -81,8 +83,8 @@ class Daemon:
             self._ctx = ctx
             stack.callback(ctx.term)
             stack.callback(self._sweep_leftovers)
-            sweep(ring_prefix(self.instance))  # segments a crashed earlier instance left
-            output = Output(ctx, self.config, self._on_health, self._on_fatal)
+            sweep_leftovers(self.config, self.instance)  # what a crashed earlier run left
+            output = Output(ctx, self.config, self._on_health, self._on_fatal, self.run_token)
             self._output = output
             stack.callback(output.close)
             output.open()
@@ -118,6 +120,7 @@ class Daemon:
             fanin_endpoint=self.config.fanin_endpoint,
             command_endpoint=self.config.command_endpoint,
             instance=self.instance,
+            run=self.run_token,
             parent_pid=os.getpid(),
             heartbeat_interval_s=sup.heartbeat_interval_s,
             hang_timeout_s=sup.hang_timeout_s,

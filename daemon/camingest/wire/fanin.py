@@ -7,9 +7,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+# The first frame of every fan-in message is its kind followed by the daemon run's token
+# (RUN_BYTES bytes, new at every start): a worker of an earlier, crashed run whose socket
+# reconnected to this run's fan-in is not heard (its end of stream would end recordings).
 FANIN_PACKET = b"P"  # then the three output frames, forwarded as they are
 FANIN_HEALTH = b"H"  # then stream name, JSON of WorkerHealth
 FANIN_FATAL = b"F"  # then stream name, UTF-8 reason: the worker is about to exit with an error
+RUN_BYTES = 8
 
 # Main process -> workers (PUB -> SUB, topic = stream name): [stream, command]
 CMD_KEYFRAME = b"K"

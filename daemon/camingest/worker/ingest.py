@@ -118,9 +118,15 @@ class IngestServer:
 
     # -- messages --------------------------------------------------------------------------
 
-    def handle(self, sock: zmq.Socket[bytes], budget: int = 64) -> None:
-        """Process up to `budget` waiting messages of one socket."""
+    def handle(
+        self, sock: zmq.Socket[bytes], budget: int = 64, deadline: float | None = None
+    ) -> None:
+        """Process up to `budget` waiting messages of one socket, and stop early once the
+        monotonic `deadline` has passed: each frame may take the encoder a long time, and the
+        worker must still beat on time (a busy encoder is not a hung one)."""
         for _ in range(budget):
+            if deadline is not None and time.monotonic() >= deadline:
+                return
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:

@@ -24,6 +24,7 @@ from camingest.worker.encoders import open_channel
 from camingest.worker.encoders.base import ChannelParams, EncoderChannel, RawFrame
 from camingest.worker.idr import IdrRequests
 from camingest.worker.ingest import IngestServer
+from camingest.worker.parent import ParentWatch
 from camingest.worker.sink import PacketSink
 from camingest.worker.spec import WorkerSpec
 
@@ -47,6 +48,8 @@ class Worker:
         self._target: PixelFormat | None = None
         self._encoder_errors = 0
         self._warn = RateLimitedLog(logger)
+        self._parent = ParentWatch(spec.parent_pid)
+        self._orphaned = False  # the daemon died: stop without a word to anyone
 
     def handle_term(self, signum: int, frame: object) -> None:
         """SIGTERM: stop for good. SIGUSR1: stop because a new worker replaces this one."""
@@ -56,6 +59,7 @@ class Worker:
     def run(self) -> int:
         epoch = secrets.randbits(32) or 1
         sink = PacketSink(self._ctx, self.spec, epoch)
+        self._parent.open()
         try:
             return self._run(sink, epoch)
         except DaemonError as exc:
@@ -68,6 +72,7 @@ class Worker:
             return ExitCode.FAILURE
         finally:
             sink.close()
+            self._parent.close()
 
     def _run(self, sink: PacketSink, epoch: int) -> int:
         s = self.stream
@@ -108,17 +113,21 @@ class Worker:
         for sock in ingest.sockets:
             poller.register(sock, zmq.POLLIN)
         poller.register(commands, zmq.POLLIN)
+        if self._parent.fd is not None:
+            poller.register(self._parent.fd, zmq.POLLIN)
         interval = self.spec.heartbeat_interval_s
         next_beat = 0.0
         while not self._term:
-            if os.getppid() != self.spec.parent_pid:
+            if self._parent.gone():
+                # Quietly: an end of stream now would reach the restarted daemon's subscribers.
                 logger.error("stream %s: the daemon is gone; stopping", self.stream.name)
+                self._orphaned = True
                 break
             for sock, _ in poller.poll(timeout=int(min(100, interval * 1000))):
                 if sock is commands:
                     self._on_command(commands)
-                else:
-                    ingest.handle(sock)
+                elif isinstance(sock, zmq.Socket):
+                    ingest.handle(sock, deadline=next_beat)
             now = time.monotonic()
             if now >= next_beat:
                 next_beat = now + interval
@@ -212,13 +221,16 @@ class Worker:
         )
 
     def _shutdown(self, channel: EncoderChannel, sink: PacketSink) -> None:
+        if self._orphaned:
+            sink.mute()  # what the encoder still holds goes nowhere, and no end of stream
         try:
             channel.send_eos(self.spec.stop_timeout_s)
         except EncoderError as exc:
             logger.error("stream %s: %s", self.stream.name, exc)
         finally:
             channel.close()
-        sink.send_eos(restart=self._restart)
+        if not self._orphaned:
+            sink.send_eos(restart=self._restart)
         logger.info("stream %s: worker stopped", self.stream.name)
 
 

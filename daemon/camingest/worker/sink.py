@@ -14,6 +14,7 @@ from camingest.wire.output import OUT_EOS, OUT_KEYFRAME, OUT_RESTART, Codec, Out
 from camingest.worker.encoders.base import EncodedPacket
 from camingest.worker.spec import WorkerSpec
 
+FANIN_KINDS = (FANIN_PACKET, FANIN_HEALTH, FANIN_FATAL)
 CODECS = {"h264": Codec.H264, "h265": Codec.H265}
 
 
@@ -28,6 +29,7 @@ class PacketSink:
         self.epoch = epoch
         self.codec = CODECS[spec.stream.encoder.codec.value]
         self.topic = spec.stream.name.encode()
+        self._packet, self._health, self._fatal = (k + spec.run for k in FANIN_KINDS)
         self.seq = 0  # every packet the encoder delivered: a fan-in drop leaves a visible gap
         self.packets = 0  # packets handed to the main process
         self.bytes = 0
@@ -48,7 +50,7 @@ class PacketSink:
         with self._lock:
             header = self._header(flags, packet.seq, packet.timestamp_ns)
             self.seq += 1
-            if self._send([FANIN_PACKET, self.topic, header, packet.data]):
+            if self._send([self._packet, self.topic, header, packet.data]):
                 self.packets += 1
                 self.bytes += len(packet.data)
                 self.keyframes += packet.keyframe
@@ -58,15 +60,21 @@ class PacketSink:
     def send_eos(self, restart: bool = False) -> None:
         flags = OUT_EOS | (OUT_RESTART if restart else 0)
         with self._lock:
-            self._send([FANIN_PACKET, self.topic, self._header(flags, 0, 0), b""])
+            self._send([self._packet, self.topic, self._header(flags, 0, 0), b""])
 
     def send_health(self, health: WorkerHealth) -> None:
         with self._lock:
-            self._send([FANIN_HEALTH, self.topic, health.pack()])
+            self._send([self._health, self.topic, health.pack()])
 
     def send_fatal(self, reason: str) -> None:
         with self._lock:
-            self._send([FANIN_FATAL, self.topic, reason.encode()])
+            self._send([self._fatal, self.topic, reason.encode()])
+
+    def mute(self) -> None:
+        """Send nothing more, and drop what is queued: the daemon this was for is gone."""
+        with self._lock:
+            self._closed = True
+            self._sock.close(linger=0)
 
     def close(self) -> None:
         with self._lock:  # an encoder thread that was abandoned may still call on_packet

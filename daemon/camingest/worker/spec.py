@@ -15,6 +15,7 @@ class WorkerSpec:
     fanin_endpoint: str
     command_endpoint: str
     instance: str
+    run: bytes  # the daemon run's token, first frame of every fan-in message (wire/fanin.py)
     parent_pid: int
     heartbeat_interval_s: float
     hang_timeout_s: float

@@ -89,6 +89,9 @@ BAD: dict[str, tuple[str, str]] = {
     "bad_pixel_format.yaml": ("streams[0].pixel_format", "'yuv420p' is not allowed; allowed: nv12"),
     "bad_streams_not_list.yaml": ("streams", "expected a list, got a mapping"),
     "bad_soc.yaml": ("streams[0].encoder.soc", "'910B' is not allowed; allowed: 310B, 310P, 310"),
+    "bad_recursive_alias.yaml": ("", "a recursive alias: this value contains itself"),
+    "bad_alias_bomb.yaml": ("", "expands to more than 100000 values through its aliases"),
+    "bad_nested_too_deep.yaml": ("", "nested too deeply to be a camingest config"),
 }
 
 

@@ -27,6 +27,7 @@ from camingest.wire.fanin import CMD_KEYFRAME, FANIN_FATAL, FANIN_HEALTH, FANIN_
 from camingest.wire.output import OUT_EOS, OUT_KEYFRAME, OUT_RESTART, Codec, OutputHeader
 
 STREAMS = ("cam1", "cam10", "cam2")
+RUN = b"run00001"  # this daemon run's fan-in token
 TIMEOUT_S = 2.0
 WARMUP = "warmup"  # keyframe requests the rig sends itself to sync the command socket
 SENTINEL = "sentinel"
@@ -76,7 +77,11 @@ class Rig:
         self.health: list[WorkerHealth] = []
         self.fatal: list[tuple[str, str]] = []
         self.output = Output(
-            self.ctx, self.config, self.health.append, lambda s, r: self.fatal.append((s, r))
+            self.ctx,
+            self.config,
+            self.health.append,
+            lambda s, r: self.fatal.append((s, r)),
+            RUN,
         )
         self.output.open()
         self.socks: list[zmq.Socket[bytes]] = []
@@ -147,9 +152,11 @@ class Rig:
             if msg[0] != WARMUP.encode():
                 got.append(msg)
 
-    def send(self, *msgs: Msg) -> None:
+    def send(self, *msgs: Msg, run: bytes = b"") -> None:
+        """Send fan-in messages as a worker of this run (or of `run`) would: the run's token
+        after the kind in the first frame."""
         for m in msgs:
-            self.push.send_multipart(m)
+            self.push.send_multipart([m[0] + (run or RUN), *m[1:]] if m else m)
 
     def close(self) -> None:
         for sock in self.socks:
@@ -454,6 +461,25 @@ def test_deeply_nested_health_json_is_dropped(rig: Rig) -> None:
     rig.send(good)
     assert recv_until(rig, sub, good[1:]) == [good[1:]]
     assert rig.health == []
+
+
+@pytest.mark.timeout(30)
+def test_messages_of_another_daemon_run_are_not_heard(rig: Rig) -> None:
+    """A worker of a crashed daemon whose socket reconnected to this run's fan-in is ignored:
+    its packets, its end of stream and its health are dropped and counted."""
+    sub = rig.subscriber(b"cam1", wait="cam1")
+    stale = packet("cam1", 7)
+    rig.send(stale, [FANIN_HEALTH, b"cam1", health().pack()], run=b"run00000")
+    good = packet("cam1", 8)
+    rig.send(good)
+    assert recv_until(rig, sub, good[1:]) == [good[1:]]
+    assert rig.health == []
+    assert rig.output.foreign == 2
+
+
+def test_a_run_token_has_its_size(rig: Rig) -> None:
+    with pytest.raises(ValueError, match="8 bytes"):
+        Output(rig.ctx, rig.config, rig.health.append, lambda s, r: None, b"short")
 
 
 # -- slow subscribers --------------------------------------------------------------------------

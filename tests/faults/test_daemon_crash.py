@@ -46,6 +46,9 @@ def test_daemon_killed_and_restarted_subscribers_see_no_false_end(make_daemon, s
     wait_until(
         lambda: all(len(col.packets[n]) > counts[n] + 20 for n in counts), 30, "packets after"
     )
+    # Only the new run's rings exist; the dead run's were swept or unlinked.
+    rings = shm_segments(daemon.config["instance"])
+    assert len(rings) == 2, rings
     for f in feeds.values():
         f.stop()
     col.stop()
@@ -60,6 +63,3 @@ def test_daemon_killed_and_restarted_subscribers_see_no_false_end(make_daemon, s
         # No packet of the old run came after the new run's first one.
         assert old_epochs[name] not in epochs[epochs.index(new[0]) :]
         check_decodes(packets, feeds[name].sent, "h264" if name == "cam0" else "h265")
-    # Only the new run's rings exist; the dead run's were swept or unlinked.
-    rings = shm_segments(daemon.config["instance"])
-    assert len(rings) == 2, rings

@@ -218,8 +218,11 @@ def test_capture_killed_mid_frame(make_daemon, stream):
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"connected"
         wait_until(lambda: daemon.stream_status("cam0")["frames_in"] > 20, 15, "frames")
+        assert daemon.stream_status("cam0")["capture_connected"]
         proc.kill()
         proc.wait(5)
+        # An operator can tell a dead camera from a live one within a couple of seconds.
+        wait_until(lambda: not daemon.stream_status("cam0")["capture_connected"], 3, "dead")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -230,10 +233,14 @@ def test_capture_killed_mid_frame(make_daemon, stream):
         for i in range(10):
             cap.send(np.full((180, 160), i * 20, np.uint8))
         got = collect(sub, {"cam0": 10}, timeout=15)["cam0"]
+        # The dead capture's ring went with it: only the new session's is left.
+        assert len(shm_segments(daemon.config["instance"])) == 1
         cap.close()
     assert len(got) == 10
     assert daemon.stream_status("cam0")["restarts"] == 0
-    assert len(shm_segments(daemon.config["instance"])) == 1
+    # A capture that closed gives its ring back; the worker sees the disconnect.
+    wait_until(lambda: not shm_segments(daemon.config["instance"]), 5, "the ring to go")
+    wait_until(lambda: not daemon.stream_status("cam0")["capture_connected"], 5, "disconnected")
 
 
 @pytest.mark.timeout(60)

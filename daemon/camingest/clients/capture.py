@@ -32,6 +32,9 @@ from camingest.wire.pixels import PixelFormat, frame_size, packed_shape, plane_l
 Frame = npt.NDArray[np.uint8] | Sequence[npt.NDArray[np.uint8]]
 
 
+CLOSE_LINGER_MS = 200  # for the final STATS to get out
+
+
 class CaptureClient:
     def __init__(
         self,
@@ -71,8 +74,10 @@ class CaptureClient:
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IMMEDIATE, 1)  # frames for a worker that is not there are dropped
+        # A restarted worker is back within a few hundred ms: retry at a steady 100 ms (0: no
+        # exponential backoff), so the capture does not sleep through its return.
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 0)
         if self.transport is Transport.INLINE:
             sock.setsockopt(zmq.SNDHWM, 4)
         sock.connect(self.endpoint)
@@ -96,11 +101,15 @@ class CaptureClient:
                 session.handle(sock.recv_multipart(), raise_refusal=True)
 
     def close(self) -> None:
+        linger = 0
         if self._session is not None:
+            # The last word on drops, so the daemon's count ends where this one does.
+            if self._session.report(time.monotonic(), force=True):
+                linger = CLOSE_LINGER_MS
             self._session.close()
             self._session = None
         if self._sock is not None:
-            self._sock.close(linger=0)
+            self._sock.close(linger=linger)
             self._sock = None
         if self._own_ctx and self._ctx is not None:
             self._ctx.term()
@@ -135,6 +144,7 @@ class CaptureClient:
         flags = FLAG_FORCE_KEYFRAME if force_keyframe else 0
         self._seq += 1
         session.pump(0)
+        session.report(time.monotonic())
         welcome = session.welcome
         if welcome is None:
             return self._drop(DropReason.RECONNECTING)

@@ -7,14 +7,18 @@ ring; the caller notices nothing but a few counted drops.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from camingest.errors import CaptureError, ShmError
 from camingest.wire.framing import ProtocolError
 from camingest.wire.ingest import (
+    CaptureStats,
+    DropReason,
     Hello,
     Kind,
     RefuseCode,
@@ -35,6 +39,9 @@ STALL_S = 2.0
 HELLO_RETRY_S = 0.5
 REFUSED_RETRY_S = 5.0
 BUSY_RETRY_S = 1.0
+STATS_EVERY_S = 0.5
+STATS_REASONS = (DropReason.NO_SLOT, DropReason.SEND_QUEUE, DropReason.RECONNECTING)
+LINK_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
 
 
 class CaptureSession:
@@ -58,6 +65,10 @@ class CaptureSession:
         self.busy = ""  # the last BUSY refusal, for the error connect() raises
         self._hello_sent_at: float | None = None
         self._last_release = time.monotonic()
+        # The worker's death is seen as a disconnect at once (ipc), not after STALL_S.
+        self._monitor: zmq.Socket[bytes] | None = sock.get_monitor_socket(LINK_EVENTS)
+        self._stats_sent: tuple[int, ...] = ()  # (epoch, *drops) of the last STATS
+        self._stats_at = 0.0
 
     @property
     def name(self) -> str:
@@ -82,6 +93,7 @@ class CaptureSession:
         """Read releases and handshake answers; wait up to `wait_s` for a free slot."""
         deadline = time.monotonic() + wait_s
         while True:
+            self._link_events()
             while self.sock.poll(0, zmq.POLLIN):
                 self.handle(self.sock.recv_multipart(), raise_refusal=False)
             now = time.monotonic()
@@ -89,6 +101,35 @@ class CaptureSession:
             if not until_free or self.free or now >= deadline:
                 return
             self.sock.poll(int(min(deadline - now, 0.05) * 1000) + 1, zmq.POLLIN)
+
+    def report(self, now: float, force: bool = False) -> bool:
+        """Tell the worker what this capture dropped (STATS), when that changed, at most every
+        STATS_EVERY_S (unless `force`), and once to every new worker. True if one was sent."""
+        if self.welcome is None:
+            return False
+        key = (self.welcome.epoch, *(self.drops.get(r, 0) for r in STATS_REASONS))
+        if key[1:] == (0, 0, 0) or key == self._stats_sent:
+            return False
+        recent = key[:1] == self._stats_sent[:1] and now - self._stats_at < STATS_EVERY_S
+        if recent and not force:
+            return False
+        try:
+            self.sock.send(CaptureStats(*key).pack(), zmq.NOBLOCK)
+        except zmq.Again:
+            return False  # the worker is not there; the next send tries again
+        self._stats_sent, self._stats_at = key, now
+        return True
+
+    def _link_events(self) -> None:
+        if self._monitor is None:
+            return
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)["event"]
+            if event == zmq.EVENT_DISCONNECTED and self.welcome is not None:
+                logger.info("stream %s: the worker went away; handshaking again", self.name)
+                self.reset()
+            elif event == zmq.EVENT_CONNECTED and self.welcome is None:
+                self._hello_sent_at = None  # say HELLO now, not at the next retry
 
     def hello_if_due(self, now: float) -> None:
         if self.welcome is not None:
@@ -114,6 +155,11 @@ class CaptureSession:
         if self.ring is not None:
             self.ring.close()
             self.ring = None
+        if self._monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self.sock.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
 
     def handle(self, frames: list[bytes], raise_refusal: bool) -> None:
         try:

@@ -236,6 +236,12 @@ class SupervisionConfig(Model):
     start_timeout_s: Float = Field(
         default=20.0, gt=0, le=600, description="first heartbeat within this"
     )
+    stable_after_s: Float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="a worker that ran this long and crashes is restarted at once, no backoff",
+    )
     backoff_initial_s: Float = Field(default=0.5, gt=0, le=60, description="first restart delay")
     backoff_max_s: Float = Field(default=30.0, gt=0, le=3600, description="longest restart delay")
     max_restarts: Int = Field(

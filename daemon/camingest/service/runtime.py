@@ -160,15 +160,20 @@ class Daemon:
                 self._publish_status()
 
     def _pump(self, timeout_s: float, control: bool = True) -> None:
-        """Wait up to `timeout_s` for output (and control) traffic, and handle it."""
-        socks = [*(self._output.sockets if self._output else [])]
+        """Wait up to `timeout_s` for output (and control) traffic, and handle it. A worker's
+        exit ends the wait too (its sentinel), so the loop's tick replaces it at once."""
+        socks: list[zmq.Socket[bytes] | int] = [*(self._output.sockets if self._output else [])]
         if control and self._control is not None and self._control.sock is not None:
             socks.append(self._control.sock)
+        if self._supervisor is not None:
+            socks += self._supervisor.sentinels
         if not socks:
             time.sleep(timeout_s)
             return
         ready, _, _ = zmq.select(socks, [], [], timeout_s)
         for sock in ready:
+            if isinstance(sock, int):
+                continue  # a worker exited: the tick after this handles it
             if self._control is not None and sock is self._control.sock:
                 self._control.handle()
             elif self._output is not None:

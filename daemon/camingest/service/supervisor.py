@@ -17,7 +17,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from multiprocessing.context import SpawnContext, SpawnProcess
+from multiprocessing.context import ForkServerContext, SpawnContext
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from camingest.config.model import StreamConfig, SupervisionConfig
@@ -30,6 +31,19 @@ from camingest.worker.spec import WorkerSpec
 logger = logging.getLogger(__name__)
 
 SpecFactory = Callable[[StreamConfig], WorkerSpec]
+
+# Workers are forked from a server process that has already imported what a worker needs
+# (PyAV, numpy, pyzmq, pydantic, the pyav backend): a restart costs a fork, not a new
+# interpreter and its imports. The server is a fresh interpreter of its own (not a fork of
+# this threaded process), started on the first worker. pyACL is not preloaded: it is
+# initialised per channel, in the worker.
+PRELOAD = ["camingest.worker.main", "camingest.worker.encoders.pyav"]
+
+
+def worker_context() -> ForkServerContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
 
 
 class StreamState(enum.StrEnum):
@@ -47,7 +61,7 @@ class StreamSlot:
 
     config: StreamConfig
     state: StreamState = StreamState.STOPPED
-    process: SpawnProcess | None = None
+    process: BaseProcess | None = None
     started_at: float = 0.0
     last_beat: float = 0.0
     backoff_until: float = 0.0
@@ -64,7 +78,7 @@ class Supervisor:
         policy: SupervisionConfig,
         make_spec: SpecFactory,
         instance: str,
-        mp_context: SpawnContext | None = None,
+        mp_context: ForkServerContext | SpawnContext | None = None,
         idle: Callable[[float], None] | None = None,
     ) -> None:
         self.policy = policy
@@ -73,7 +87,7 @@ class Supervisor:
         self._make_spec = make_spec
         # Called while waiting for workers to stop, so their last packets keep flowing.
         self._idle = idle or time.sleep
-        self._mp = mp_context or multiprocessing.get_context("spawn")
+        self._mp = mp_context or worker_context()
         self.slots: dict[str, StreamSlot] = {}
 
     # -- starting and stopping -------------------------------------------------------------
@@ -192,7 +206,7 @@ class Supervisor:
         self._reap(slot)
         slot.health = None  # its numbers died with it
         slot.detail = reason
-        delay = self._restart.after_crash(slot.crashes, now)
+        delay = self._restart.after_crash(slot.crashes, now, now - slot.started_at)
         if delay is None:
             slot.state = StreamState.FAILED
             logger.error(
@@ -203,6 +217,11 @@ class Supervisor:
                 reason,
                 extra={"STREAM": name},
             )
+            return
+        if delay == 0:
+            logger.warning("stream %s: %s; restarting", name, reason, extra={"STREAM": name})
+            slot.restarts += 1
+            self._spawn(slot)
             return
         slot.state = StreamState.BACKOFF
         slot.backoff_until = now + delay
@@ -238,6 +257,15 @@ class Supervisor:
             slot.fatal = reason
 
     # -- queries ---------------------------------------------------------------------------
+
+    @property
+    def sentinels(self) -> list[int]:
+        """Readable when a worker exits: the loop waits on them to notice a death at once."""
+        return [
+            s.process.sentinel
+            for s in self.slots.values()
+            if s.process is not None and s.state in (StreamState.STARTING, StreamState.RUNNING)
+        ]
 
     def all_up(self) -> bool:
         """Every stream has run, or has crashed at least once: a camera that keeps failing

@@ -20,6 +20,7 @@ class Kind(enum.IntEnum):
     REFUSE = 3
     FRAME = 4
     RELEASE = 5
+    STATS = 6
 
 
 class Transport(enum.IntEnum):
@@ -50,6 +51,11 @@ FLAG_FORCE_KEYFRAME = 0x0001
 
 # RELEASE: magic, version, kind, status, epoch, slot, sequence.
 RELEASE = struct.Struct("<4sBBHIIQ")
+
+# STATS: magic, version, kind, pad, epoch, then the frames the capture dropped since it started,
+# by reason: no free slot, send queue full (inline), no session (between a worker's death and
+# the next WELCOME). Sent now and then by the capture so the daemon can show its drops.
+STATS = struct.Struct("<4sBBxxIQQQ")
 
 
 class RefuseCode(enum.IntEnum):
@@ -205,6 +211,40 @@ class Release:
         return cls(
             epoch, slot, seq, ReleaseStatus(status) if status <= 2 else ReleaseStatus.DROPPED
         )
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureStats:
+    epoch: int
+    no_slot: int
+    send_queue: int
+    reconnecting: int
+
+    def pack(self) -> bytes:
+        return STATS.pack(
+            INGEST_MAGIC,
+            VERSION,
+            Kind.STATS,
+            self.epoch,
+            self.no_slot,
+            self.send_queue,
+            self.reconnecting,
+        )
+
+    @classmethod
+    def unpack(cls, buf: bytes) -> CaptureStats:
+        _check_prefix(buf, STATS, Kind.STATS)
+        _, _, _, epoch, no_slot, send_queue, reconnecting = STATS.unpack(buf)
+        return cls(epoch, no_slot, send_queue, reconnecting)
+
+    def drops(self) -> dict[str, int]:
+        """As drop counters, named apart from the worker's own: capture_<reason>."""
+        counts = {
+            DropReason.NO_SLOT: self.no_slot,
+            DropReason.SEND_QUEUE: self.send_queue,
+            DropReason.RECONNECTING: self.reconnecting,
+        }
+        return {f"capture_{reason.value}": n for reason, n in counts.items() if n}
 
 
 def pack_refuse(code: RefuseCode, reason: str) -> list[bytes]:

@@ -5,6 +5,7 @@ decided in session.py. Bad input is dropped and counted, never fatal.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from camingest.config.model import StreamConfig
 from camingest.errors import ResourceError, ShmError
@@ -22,6 +24,7 @@ from camingest.log import RateLimitedLog
 from camingest.wire.framing import ProtocolError, VersionError
 from camingest.wire.ingest import (
     INLINE_SLOT,
+    CaptureStats,
     DropReason,
     FrameDesc,
     Hello,
@@ -35,9 +38,12 @@ from camingest.wire.ingest import (
 )
 from camingest.wire.pixels import frame_size, plane_layout
 from camingest.worker.encoders.base import RawFrame
-from camingest.worker.session import CaptureSession, open_session, refusal
+from camingest.worker.session import TAKEOVER_S, CaptureSession, open_session, refusal
 
 logger = logging.getLogger(__name__)
+
+PEER_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+DRAIN_S = 1.0
 
 # Called with a frame whose planes are views that stay valid only during the call.
 FrameHandler = Callable[[RawFrame, bool], ReleaseStatus]
@@ -74,7 +80,12 @@ class IngestServer:
         self._on_frame = on_frame
         self._session: CaptureSession | None = None
         self.sockets: list[zmq.Socket[bytes]] = []
+        # Connection events of each socket: a capture that died is seen at once, not after
+        # a silence (the worker polls these beside `sockets` and hands them to handle()).
+        self.monitors: list[zmq.Socket[bytes]] = []
+        self._peers = 0  # connections open on all endpoints
         self._remote: dict[zmq.Socket[bytes], bool] = {}  # tcp: the peer may be on another host
+        self.capture_drops: dict[str, int] = {}  # what the capture said it dropped (STATS)
         self._warn = RateLimitedLog(logger)
 
     def open(self) -> None:
@@ -95,17 +106,33 @@ class IngestServer:
             if local:
                 os.chmod(ep[6:], 0o660)  # capture programs run as members of the group
             self._remote[sock] = not local
+            self.monitors.append(sock.get_monitor_socket(PEER_EVENTS))
 
     @property
     def connected(self) -> bool:
-        return self._session is not None
+        """A capture holds the session and is heard from: its connection is open and it sent
+        something within TAKEOVER_S (a capture that stopped sending is not shown as live)."""
+        s = self._session
+        return s is not None and not s.disconnected and time.monotonic() - s.last_seen < TAKEOVER_S
+
+    def expire(self, now: float) -> None:
+        """End the session of a capture that disconnected once what it queued has been
+        taken (nothing more from it for DRAIN_S): its ring goes back to /dev/shm."""
+        s = self._session
+        if s is not None and s.disconnected and now - s.last_seen > DRAIN_S:
+            self._end_session()
 
     def flush_warnings(self) -> None:
         self._warn.flush()
 
     def close(self) -> None:
         self._end_session()
+        for mon in self.monitors:
+            mon.close(linger=0)
+        self.monitors = []
         for sock in self.sockets:
+            with contextlib.suppress(zmq.ZMQError):
+                sock.disable_monitor()
             sock.close(linger=0)
         self.sockets = []
         # libzmq leaves ipc socket files behind; a stream removed by a reload must not.
@@ -124,6 +151,9 @@ class IngestServer:
         """Process up to `budget` waiting messages of one socket, and stop early once the
         monotonic `deadline` has passed: each frame may take the encoder a long time, and the
         worker must still beat on time (a busy encoder is not a hung one)."""
+        if sock in self.monitors:
+            self._on_peer_events(sock)
+            return
         for _ in range(budget):
             if deadline is not None and time.monotonic() >= deadline:
                 return
@@ -141,6 +171,8 @@ class IngestServer:
                     self._on_hello(sock, peer, body)
                 elif kind == Kind.FRAME:
                     self._on_frame_desc(sock, peer, body)
+                elif kind == Kind.STATS:
+                    self._on_stats(peer, body)
                 else:
                     raise ProtocolError(f"unexpected message kind {kind}")
             except VersionError as exc:
@@ -151,6 +183,29 @@ class IngestServer:
                 self._warn.warning(
                     "malformed", "stream %s: malformed ingest message: %s", self.stream.name, exc
                 )
+
+    def _on_peer_events(self, monitor: zmq.Socket[bytes]) -> None:
+        while monitor.poll(0):
+            event = recv_monitor_message(monitor)["event"]
+            if event == zmq.EVENT_ACCEPTED:
+                self._peers += 1
+            elif event == zmq.EVENT_DISCONNECTED:
+                self._peers = max(0, self._peers - 1)
+                if self._peers == 0 and self._session is not None:
+                    # Nobody is connected: the session's capture is gone (it died or closed).
+                    # Its last frames may still be queued here: they are encoded, and the
+                    # session ends once they are (expire).
+                    logger.info("stream %s: capture disconnected", self.stream.name)
+                    self._session.disconnected = True
+
+    def _on_stats(self, peer: bytes, body: list[bytes]) -> None:
+        if len(body) != 1:
+            raise ProtocolError("STATS must be a single frame")
+        stats = CaptureStats.unpack(body[0])
+        s = self._session
+        if s is not None and s.peer == peer and stats.epoch == s.epoch:
+            s.last_seen = time.monotonic()
+            self.capture_drops = stats.drops()
 
     def _on_hello(self, sock: zmq.Socket[bytes], peer: bytes, body: list[bytes]) -> None:
         if len(body) != 1:
@@ -241,7 +296,7 @@ class IngestServer:
         self, s: CaptureSession, desc: FrameDesc, planes: tuple[npt.NDArray[np.uint8], ...]
     ) -> ReleaseStatus:
         s.frames += 1
-        s.last_frame = time.monotonic()
+        s.last_frame = s.last_seen = time.monotonic()
         self.counters.frames_in += 1
         frame = RawFrame(
             self.stream.pixel_format,

@@ -110,7 +110,7 @@ class Worker:
         self, ingest: IngestServer, commands: zmq.Socket[bytes], sink: PacketSink, epoch: int
     ) -> None:
         poller = zmq.Poller()
-        for sock in ingest.sockets:
+        for sock in (*ingest.sockets, *ingest.monitors):
             poller.register(sock, zmq.POLLIN)
         poller.register(commands, zmq.POLLIN)
         if self._parent.fd is not None:
@@ -133,6 +133,7 @@ class Worker:
                 next_beat = now + interval
                 self._warn.flush()  # report the size of a warning storm once it is over
                 ingest.flush_warnings()
+                ingest.expire(now)
                 health = self._health(ingest, sink, epoch, now)
                 if health.healthy:
                     sink.send_health(health)
@@ -203,6 +204,7 @@ class Worker:
             drops[DropReason.ENCODER_ERROR.value] = self._encoder_errors
         if sink.dropped:
             drops["fanin_full"] = sink.dropped
+        drops.update(ingest.capture_drops)
         return WorkerHealth(
             stream=self.stream.name,
             pid=os.getpid(),

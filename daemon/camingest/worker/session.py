@@ -8,14 +8,16 @@ land in a segment nobody reads any more.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from camingest.config.model import StreamConfig
 from camingest.wire.ingest import Hello, RefuseCode, Transport, Welcome
 from camingest.wire.pixels import frame_size, plane_layout
 from camingest.wire.ring import RING_FIRST_SLOT_OFFSET, FrameRing, ring_name
 
-# A capture whose last frame is older than this may be replaced by another one.
+# A capture whose last frame is older than this may be replaced by another one, and one that
+# has said nothing for this long is not shown as connected.
 TAKEOVER_S = 2.0
 
 
@@ -28,6 +30,8 @@ class CaptureSession:
     welcome: Welcome
     frames: int = 0
     last_frame: float = 0.0  # monotonic time of its last frame (0: none yet)
+    last_seen: float = field(default_factory=time.monotonic)  # of any message from the peer
+    disconnected: bool = False  # its connection closed; what it queued is still taken
 
     def close(self) -> None:
         if self.ring is not None:
@@ -50,7 +54,12 @@ def refusal(
             RefuseCode.TRANSPORT,
             "shared memory is offered on ipc:// endpoints only; over tcp:// send frames inline",
         )
-    busy = current is not None and current.peer != peer and now - current.last_frame < TAKEOVER_S
+    busy = (
+        current is not None
+        and not current.disconnected
+        and current.peer != peer
+        and now - current.last_frame < TAKEOVER_S
+    )
     if problem is None and busy:
         # Two live captures would take the stream from each other forever; one that died
         # is replaced as soon as its frames stop.

@@ -63,6 +63,11 @@ STALL_S = 2.0  # docs/protocol.md 5.4: no RELEASE for 2 s with every slot out ->
 Array = npt.NDArray[np.uint8]
 
 
+def epoch_of(client: CaptureClient) -> int | None:
+    """client.epoch, read through a call so that mypy does not keep an earlier narrowing."""
+    return client.epoch
+
+
 def make_frame(seed: int, shape: tuple[int, ...] = SHAPE) -> Array:
     """A frame whose bytes differ from every other seed's (so slot contents identify it)."""
     return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
@@ -104,14 +109,23 @@ class ScriptedWorker:
             self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.rings: dict[int, FrameRing] = {}
         self.scripts: list[Script] = []
+        self.stats_msgs: list[list[bytes]] = []
 
     # -- receiving ---------------------------------------------------------------------------
 
     def poll_recv(self, timeout: float) -> tuple[bytes, list[bytes]] | None:
-        if not self.sock.poll(int(timeout * 1000), zmq.POLLIN):
-            return None
-        ident, *frames = self.sock.recv_multipart()
-        return ident, frames
+        """The next message, or None after `timeout`. STATS (the capture's own drop counts,
+        for the daemon's status; no answer) are kept aside, as a worker just records them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = max(0.0, deadline - time.monotonic())
+            if not self.sock.poll(int(remaining * 1000), zmq.POLLIN):
+                return None
+            ident, *frames = self.sock.recv_multipart()
+            if message_kind(frames[0]) == Kind.STATS:
+                self.stats_msgs.append(frames)
+                continue
+            return ident, frames
 
     def recv(self, timeout: float = 2.0) -> tuple[bytes, list[bytes]]:
         got = self.poll_recv(timeout)
@@ -278,7 +292,7 @@ def test_hello_then_frames_land_in_the_slots_named(
     sequence numbers 1, 2, 3..., the caller's timestamp and the force-keyframe flag. A FRAME
     whose slot did not hold the frame would make the worker encode garbage."""
     client = make_client(worker.endpoint, pixel_format="nv12")
-    assert client.epoch is None
+    assert epoch_of(client) is None
     _, hello = worker.handshake(client, EPOCH, slots=4)
     assert hello == Hello(STREAM, W, H, PixelFormat.NV12, Transport.SHM)
     assert client.epoch == EPOCH
@@ -528,7 +542,7 @@ def test_silent_worker_gets_repeated_hellos_then_connect_times_out(
     """A worker that reads HELLO but never answers: the client repeats HELLO (every 0.5 s,
     protocol.md 5.4) and connect() fails with "no answer" within its timeout."""
     client = make_client(worker.endpoint)
-    timeout_s = 1.3
+    timeout_s = 1.8  # room for at least two HELLOs even if the connection is slow to come up
     t0 = time.monotonic()
     with pytest.raises(CaptureError, match="no answer") as err:
         client.connect(timeout_s)
@@ -581,7 +595,7 @@ def test_stale_epoch_while_sending_handshakes_again_and_continues_on_the_new_rin
             worker.refuse(got[0], RefuseCode.STALE_EPOCH, "handshake again")
     assert hello_ident == ident, "the client handshakes again without reconnecting"
     assert results[-1] is False, "the frame offered after the refusal is dropped"
-    assert client.epoch is None
+    assert epoch_of(client) is None
     assert client.drops.get("reconnecting", 0) >= 1
 
     worker.welcome(ident, new_epoch, 2)
@@ -767,11 +781,12 @@ def test_wrong_shape_or_dtype_raises_value_error_naming_expected_and_actual(
         assert str(bad.shape) in text and str(bad.dtype) in text, f"actual missing: {text}"
 
     planes_want = str([(H, W), (H // 2, W)])
-    for planes in [
+    bad_planes: list[tuple[npt.NDArray[Any], ...]] = [
         (np.zeros((H, W), np.uint8),),  # one plane of two
         (np.zeros((H, W), np.uint8), np.zeros((H, W), np.uint8)),  # UV too big
         (np.zeros((H, W), np.uint8), np.zeros((H // 2, W), np.int16)),
-    ]:
+    ]
+    for planes in bad_planes:
         with pytest.raises(ValueError) as err:
             client.send(planes)
         text = str(err.value)
@@ -790,15 +805,17 @@ def test_wrong_shape_or_dtype_raises_value_error_naming_expected_and_actual(
 
 @pytest.mark.timeout(30)
 def test_close_disconnects_terminates_its_context_and_keeps_the_ring(
-    worker: ScriptedWorker, make_client: Callable[..., CaptureClient]
+    worker: ScriptedWorker,
 ) -> None:
     """close() shuts the client's socket (the worker sees the peer go) and terminates the
     context it made, promptly; it unmaps but never unlinks the worker's ring (protocol.md
     5.1: only the creator unlinks). send() afterwards is an error, not a write to freed
     memory."""
     monitor = worker.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    # Not from make_client: if close() hangs, the teardown must not call it again and hang too.
+    client = CaptureClient(worker.endpoint, STREAM, W, H, FMT)
+    closer: Script | None = None
     try:
-        client = make_client(worker.endpoint)
         worker.handshake(client, EPOCH, slots=2)
         frame = make_frame(1)
         assert client.send(frame)
@@ -818,8 +835,10 @@ def test_close_disconnects_terminates_its_context_and_keeps_the_ring(
         assert np.array_equal(worker.slot_bytes(EPOCH, 0), frame.reshape(-1))
         with pytest.raises(CaptureError):
             client.send(make_frame(2))
-        client.close()  # twice is harmless
+        Script(client.close).join(5.0)  # twice is harmless
     finally:
+        if closer is None:
+            Script(client.close).thread.join(5.0)
         worker.sock.disable_monitor()
         monitor.close(linger=0)
 

@@ -3,7 +3,6 @@ subprocesses that are always stopped, and a check that no shared memory outlives
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import sys
 import tempfile
@@ -13,7 +12,15 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from helpers import ACL_SIM, DaemonProc, kill_group, shm_segments, start_daemon
+from helpers import (
+    ACL_SIM,
+    DaemonProc,
+    daemon_cfg,
+    kill_group,
+    shm_segments,
+    start_daemon,
+    stream_cfg,
+)
 
 ACL_SIM_ENV = (
     "ACL_SIM_FAIL_CREATE",
@@ -30,55 +37,6 @@ def workdir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="cgt-", dir="/tmp"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def stream_cfg(
-    name: str,
-    width: int = 160,
-    height: int = 120,
-    pixel_format: str = "nv12",
-    codec: str = "h264",
-    **extra: Any,
-) -> dict[str, Any]:
-    encoder = {"codec": codec, **extra.pop("encoder", {})}
-    return {
-        "name": name,
-        "width": width,
-        "height": height,
-        "pixel_format": pixel_format,
-        "fps": 30,
-        "encoder": encoder,
-        **extra,
-    }
-
-
-def daemon_cfg(workdir: Path, streams: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "runtime_dir": str(workdir / "run"),
-        "instance": "t" + secrets.token_hex(4),
-        "defaults": {
-            "encoder": {
-                "backend": "pyav",
-                "preset": "ultrafast",
-                "rate_control": "cqp",
-                "qp": 22,
-                "gop": 30,
-            },
-        },
-        "supervision": {
-            "heartbeat_interval_s": 0.2,
-            "hang_timeout_s": 3.0,
-            "backoff_initial_s": 0.2,
-            "stop_timeout_s": 5.0,
-        },
-        "streams": streams,
-    }
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
-            config[key] = config[key] | value
-        else:
-            config[key] = value
-    return config
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -315,3 +316,55 @@ def check_decodes(packets: list[Any], sent: dict[int, np.ndarray], codec: str) -
     scores = [psnr(pic, sent[p.header.frame_seq]) for pic, p in zip(decoded, packets, strict=True)]
     assert min(scores) > 30.0, f"PSNR down to {min(scores):.1f} dB"
     return scores
+
+
+# -- configs of the process tests ---------------------------------------------------------------
+
+
+def stream_cfg(
+    name: str,
+    width: int = 160,
+    height: int = 120,
+    pixel_format: str = "nv12",
+    codec: str = "h264",
+    **extra: Any,
+) -> dict[str, Any]:
+    encoder = {"codec": codec, **extra.pop("encoder", {})}
+    return {
+        "name": name,
+        "width": width,
+        "height": height,
+        "pixel_format": pixel_format,
+        "fps": 30,
+        "encoder": encoder,
+        **extra,
+    }
+
+
+def daemon_cfg(workdir: Path, streams: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "runtime_dir": str(workdir / "run"),
+        "instance": "t" + secrets.token_hex(4),
+        "defaults": {
+            "encoder": {
+                "backend": "pyav",
+                "preset": "ultrafast",
+                "rate_control": "cqp",
+                "qp": 22,
+                "gop": 30,
+            },
+        },
+        "supervision": {
+            "heartbeat_interval_s": 0.2,
+            "hang_timeout_s": 3.0,
+            "backoff_initial_s": 0.2,
+            "stop_timeout_s": 5.0,
+        },
+        "streams": streams,
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = config[key] | value
+        else:
+            config[key] = value
+    return config

@@ -8,22 +8,17 @@ import signal
 import time
 
 import pytest
+from faultkit import alive, group_alive
 from helpers import Collector, Feeder, check_decodes, shm_segments, start_daemon, wait_until
 
 pytestmark = pytest.mark.process
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("gap_s", [0.1, 1.0])
-def test_daemon_killed_and_restarted_subscribers_see_no_false_end(make_daemon, stream, gap_s):
+def test_daemon_killed_and_restarted_subscribers_see_no_false_end(
+    make_daemon, stream, gap_s, leaks
+):
     daemon = make_daemon([stream("cam0"), stream("cam1", codec="h265")])
     col = Collector(daemon.out, ["cam0", "cam1"]).start()
     daemon.wait_subscribers("cam0")
@@ -33,13 +28,15 @@ def test_daemon_killed_and_restarted_subscribers_see_no_false_end(make_daemon, s
     workers = [daemon.worker_pid(n) for n in ("cam0", "cam1")]
     old_epochs = {n: col.packets[n][-1].header.epoch for n in ("cam0", "cam1")}
 
+    old_group = daemon.proc.pid
     os.kill(daemon.proc.pid, signal.SIGKILL)
     daemon.proc.wait(5)
     time.sleep(gap_s)  # the restart delay is the scenario, not a synchronisation
     restarted = start_daemon(daemon.config, daemon.config_path.parent)
     daemon.proc = restarted.proc  # the fixture stops and checks this one at teardown
-    # The orphaned workers notice at once and stop by themselves, keeping nothing.
+    # The orphaned workers (and the dead run's fork server) stop by themselves, keeping nothing.
     wait_until(lambda: not any(alive(p) for p in workers), 5, "the orphaned workers to exit")
+    wait_until(lambda: not group_alive(old_group), 5, "every process of the dead run to exit")
     daemon.wait_running()
 
     counts = {n: len(col.packets[n]) for n in ("cam0", "cam1")}
@@ -63,3 +60,4 @@ def test_daemon_killed_and_restarted_subscribers_see_no_false_end(make_daemon, s
         # No packet of the old run came after the new run's first one.
         assert old_epochs[name] not in epochs[epochs.index(new[0]) :]
         check_decodes(packets, feeds[name].sent, "h264" if name == "cam0" else "h265")
+    leaks.finish(daemon)

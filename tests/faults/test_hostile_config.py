@@ -36,7 +36,9 @@ def test_check_and_run_refuse_hostile_yaml(name: str, verb: str) -> None:
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("name", HOSTILE)
-def test_reload_with_hostile_yaml_is_refused_and_the_stream_goes_on(make_daemon, stream, name):
+def test_reload_with_hostile_yaml_is_refused_and_the_stream_goes_on(
+    make_daemon, stream, name, leaks
+):
     daemon = make_daemon([stream("cam0")])
     col = Collector(daemon.out, ["cam0"]).start()
     daemon.wait_subscribers("cam0")
@@ -51,3 +53,4 @@ def test_reload_with_hostile_yaml_is_refused_and_the_stream_goes_on(make_daemon,
     assert daemon.stream_status("cam0")["restarts"] == 0
     feed.stop()
     col.stop()
+    leaks.finish(daemon)

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.process
 
 
 @pytest.mark.timeout(120)
-def test_a_busy_encoder_is_not_taken_for_a_hung_one(make_daemon, stream):
+def test_a_busy_encoder_is_not_taken_for_a_hung_one(make_daemon, stream, leaks):
     """libx265 veryslow at 640x480 takes ~250 ms a frame here; a capture five times faster
     keeps a 24-slot ring full, so one turn of the worker's loop could hold seconds of work.
     Heartbeats (and the status counters) must keep flowing between frames whatever the encode
@@ -49,3 +49,4 @@ def test_a_busy_encoder_is_not_taken_for_a_hung_one(make_daemon, stream):
     assert encoded_seen[-1] > 0 and sorted(encoded_seen) == encoded_seen
     assert len(set(encoded_seen)) >= 4, encoded_seen
     check_decodes(col.packets["slow"], feed.sent, "h265")
+    leaks.finish(daemon)

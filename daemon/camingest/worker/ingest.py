@@ -230,8 +230,9 @@ class IngestServer:
         try:
             self._session = open_session(self.stream, self.instance, epoch, peer, hello.transport)
         except ShmError as exc:
-            logger.error("stream %s: %s", self.stream.name, exc)
-            self._reply(sock, peer, pack_refuse(RefuseCode.TRANSPORT, str(exc)))
+            reason = f"stream {self.stream.name}: {exc}"
+            self._warn.log(logging.ERROR, "shm", "%s", reason)  # a capture retries every 5 s
+            self._reply(sock, peer, pack_refuse(RefuseCode.TRANSPORT, reason))
             return
         self.counters.sessions += 1
         self._warn.log(

@@ -8,8 +8,11 @@
     --interval seconds apart; for each kill, the time from the SIGKILL to the first packet of
     the new worker (its new epoch) at the subscriber. Neither the capture nor the subscriber
     is restarted.
+(c) daemon crash: the same, but the main process is SIGKILLed and started again at once (as
+    systemd's Restart= would) --daemon-kills times; the time from the new start to the first
+    packet of its worker at the same subscriber, fed by the same capture.
 
-    .venv/bin/python tools/bench_recovery.py [--kills 20] [--interval 4] [--json]
+    .venv/bin/python tools/bench_recovery.py [--kills 20] [--daemon-kills 5] [--interval 4]
 
 Everything started here is stopped here, and no shared memory is left behind.
 """
@@ -163,29 +166,42 @@ def wait_for(pred: Any, timeout: float, what: str) -> Any:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-def recovery_times(args: argparse.Namespace, workdir: Path) -> list[float]:
+def start_capture(workdir: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "camingest.cli.capture",
+            "--stream",
+            STREAM,
+            "--source",
+            "testsrc",
+            "-c",
+            str(workdir / "camingest.yaml"),
+            "--log-level",
+            "warning",
+        ],
+        start_new_session=True,
+    )
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def recovery_times(args: argparse.Namespace, workdir: Path) -> tuple[list[float], list[float]]:
     cfg = config(args, workdir / "run", "br" + os.urandom(3).hex())
     daemon = Daemon(cfg, workdir)
     capture = None
     arrivals = Arrivals(daemon.out).start()
+    dead_groups: list[int] = []
     try:
         daemon.wait_running()
-        capture = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "camingest.cli.capture",
-                "--stream",
-                STREAM,
-                "--source",
-                "testsrc",
-                "-c",
-                str(workdir / "camingest.yaml"),
-                "--log-level",
-                "warning",
-            ],
-            start_new_session=True,
-        )
+        capture = start_capture(workdir)
         wait_for(lambda: len(arrivals.packets) > args.fps, 30, "packets before the first kill")
         out = []
         for i in range(args.kills):
@@ -201,7 +217,26 @@ def recovery_times(args: argparse.Namespace, workdir: Path) -> list[float]:
             out.append((t1 - t0) * 1000)
             print(f"kill {i + 1}/{args.kills}: {out[-1]:.0f} ms", file=sys.stderr)
             time.sleep(max(0.0, args.interval - (time.monotonic() - t0)))
-        return out
+        restarts = []
+        for i in range(args.daemon_kills):
+            epoch = arrivals.last_epoch()
+            dead_groups.append(daemon.proc.pid)
+            os.kill(daemon.proc.pid, signal.SIGKILL)
+            daemon.proc.wait(10)
+            t0 = time.monotonic()
+            daemon = Daemon(cfg, workdir)
+            t1 = wait_for(
+                lambda t0=t0, epoch=epoch: arrivals.first_after(t0, epoch),
+                30,
+                f"packets after daemon restart {i}",
+            )
+            restarts.append((t1 - t0) * 1000)
+            print(
+                f"daemon restart {i + 1}/{args.daemon_kills}: {restarts[-1]:.0f} ms",
+                file=sys.stderr,
+            )
+            time.sleep(max(0.0, args.interval - (time.monotonic() - t0)))
+        return out, restarts
     finally:
         arrivals.stop()
         if capture is not None:
@@ -210,11 +245,15 @@ def recovery_times(args: argparse.Namespace, workdir: Path) -> list[float]:
         left = daemon.stop()
         if left:
             raise RuntimeError(f"shared memory left behind: {left}")
+        stray = [g for g in dead_groups if group_alive(g)]
+        if stray:
+            raise RuntimeError(f"processes of killed daemons still running: groups {stray}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--kills", type=int, default=20)
+    ap.add_argument("--daemon-kills", type=int, default=5)
     ap.add_argument("--interval", type=float, default=4.0, help="seconds between kills")
     ap.add_argument("--startups", type=int, default=5, help="start-up probes per method")
     ap.add_argument("--width", type=int, default=640)
@@ -227,16 +266,18 @@ def main() -> None:
     try:
         stream = DaemonConfig.model_validate(config(args, workdir / "run", "x")).streams[0]
         startup = {m: startup_times(m, stream, args.startups) for m in ("spawn", "forkserver")}
-        recovery = recovery_times(args, workdir)
+        recovery, restarts = recovery_times(args, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    result = {
+    result: dict[str, Any] = {
         "startup_ms": {m: summary(v) for m, v in startup.items()},
         "startup_ratio_forkserver_to_spawn": round(
             pct(startup["forkserver"], 50) / pct(startup["spawn"], 50), 3
         ),
         "recovery_ms": summary(recovery),
         "recovery_all_ms": [round(v) for v in recovery],
+        "daemon_restart_ms": summary(restarts) if restarts else None,
+        "daemon_restart_all_ms": [round(v) for v in restarts],
         "stream": f"{args.width}x{args.height} nv12 h264 ultrafast at {args.fps:g} fps",
     }
     if args.json:
@@ -251,6 +292,12 @@ def main() -> None:
         f"SIGKILL -> first packet of the new worker, {r['n']} kills: "
         f"p50 {r['p50']:.0f} ms  p99 {r['p99']:.0f} ms  max {r['max']:.0f} ms"
     )
+    d = result["daemon_restart_ms"]
+    if d:
+        print(
+            f"daemon SIGKILL + start -> first packet, {d['n']} restarts: "
+            f"p50 {d['p50']:.0f} ms  max {d['max']:.0f} ms"
+        )
 
 
 if __name__ == "__main__":

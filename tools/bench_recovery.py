@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import Daemon
+from benchlib import Background, Daemon
 
 from camingest.config.model import DaemonConfig, StreamConfig
 from camingest.service.supervisor import worker_context
@@ -118,23 +118,14 @@ def startup_times(method: str, stream: StreamConfig, runs: int) -> list[float]:
 # -- (b) recovery ------------------------------------------------------------------------------
 
 
-class Arrivals:
+class Arrivals(Background):
     """A subscriber thread noting the arrival time (monotonic) of each packet and its epoch."""
 
     def __init__(self, endpoint: str) -> None:
+        super().__init__()
         self.endpoint = endpoint
         self.packets: list[tuple[float, int]] = []
         self.lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> Arrivals:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
     def _run(self) -> None:
         with Subscriber([self.endpoint], [STREAM]) as sub:

@@ -26,13 +26,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import zmq
-from benchlib import Daemon
+from benchlib import Background, Daemon
 
 from camingest.subscribe import Subscriber
 
@@ -71,24 +70,15 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-class Watcher:
+class Watcher(Background):
     """One persistent subscriber: counts packets per stream and gaps inside an epoch."""
 
     def __init__(self, endpoint: str, streams: list[str]) -> None:
+        super().__init__()
         self.endpoint, self.streams = endpoint, streams
         self.packets = dict.fromkeys(streams, 0)
         self.gaps = dict.fromkeys(streams, 0)
         self._last: dict[str, tuple[int, int]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> Watcher:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
     def _run(self) -> None:
         with Subscriber([self.endpoint], self.streams) as sub:
@@ -104,22 +94,13 @@ class Watcher:
                 self.packets[p.stream] += 1
 
 
-class Churn:
+class Churn(Background):
     """Subscribers that come and go several times a second."""
 
     def __init__(self, endpoint: str, streams: list[str]) -> None:
+        super().__init__()
         self.endpoint, self.streams = endpoint, streams
         self.cycles = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> Churn:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
     def _run(self) -> None:
         rng = random.Random(1)

@@ -49,6 +49,8 @@ def proc_stats(pid: int) -> tuple[float, int, int]:
     except (FileNotFoundError, ProcessLookupError):
         return 0.0, 0, 0
     values = {k: v.split()[0] for k, _, v in (line.partition(":") for line in status) if v.split()}
+    if "VmRSS" not in values:  # a zombie: exited, not yet reaped
+        return 0.0, 0, 0
     return int(values["VmRSS"]) / 1024, fds, int(values["Threads"])
 
 

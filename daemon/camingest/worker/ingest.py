@@ -127,12 +127,15 @@ class IngestServer:
 
     def close(self) -> None:
         self._end_session()
+        # Stop the monitors before closing their PAIR ends: libzmq can block the context's
+        # termination on a monitor whose reading end went away first.
+        for sock in self.sockets:
+            with contextlib.suppress(zmq.ZMQError):
+                sock.disable_monitor()
         for mon in self.monitors:
             mon.close(linger=0)
         self.monitors = []
         for sock in self.sockets:
-            with contextlib.suppress(zmq.ZMQError):
-                sock.disable_monitor()
             sock.close(linger=0)
         self.sockets = []
         # libzmq leaves ipc socket files behind; a stream removed by a reload must not.

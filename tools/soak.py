@@ -140,7 +140,7 @@ def config(args: argparse.Namespace, runtime_dir: Path, instance: str) -> dict[s
     }
 
 
-def sample(daemon: Daemon, watcher: Watcher, t: float) -> dict[str, Any]:
+def sample(daemon: Daemon, t: float) -> dict[str, Any]:
     main = daemon.proc.pid
     status = daemon.status()["streams"]
     workers = {int(s["pid"]) for s in status if s["pid"]}
@@ -154,7 +154,6 @@ def sample(daemon: Daemon, watcher: Watcher, t: float) -> dict[str, Any]:
     row["workers_rss_mib"] = round(max((x[0] for x in w), default=0.0), 1)
     row["workers_fds"] = max((x[1] for x in w), default=0)
     row["shm"] = len(list(Path("/dev/shm").glob(f"camingest.{daemon.instance}.*")))
-    row["received"] = sum(watcher.packets.values())
     row["streams"] = {
         s["name"]: {
             "frames_in": s["frames_in"],
@@ -225,7 +224,7 @@ def main() -> int:
                 victim += 1
                 next_kill = now + args.kill_every
             if now >= next_sample:
-                rows.append(sample(daemon, watcher, now - t0))
+                rows.append(sample(daemon, now - t0))
                 r = rows[-1]
                 print(
                     f"t={r['t_s']:5d}s rss={r['rss_mib']:6.1f} MiB fds={r['fds']:4d} "
@@ -236,7 +235,7 @@ def main() -> int:
                 )
                 next_sample = now + args.sample_every
             time.sleep(0.05)
-        rows.append(sample(daemon, watcher, time.monotonic() - t0))
+        rows.append(sample(daemon, time.monotonic() - t0))
     finally:
         if churn is not None:
             churn.stop()
